@@ -1,0 +1,61 @@
+"""The `sfr` command line. Each command group lives in its own module in this package and
+exposes `register(subparsers)`; commands get `args.home` (the --home flag) and print JSON or
+human-readable progress. Errors are reported as one line naming the input and what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+GROUPS = ["core", "regions", "annotation", "dataset", "models", "serving", "demo"]
+
+
+class CLIError(Exception):
+    """An error to show the user as one line (no traceback), exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sfr", description="SFReward data and reward-model platform")
+    p.add_argument("--home", default=None,
+                   help="workspace directory (default: $SFR_HOME, else ~/sfr-home)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in GROUPS:
+        try:
+            mod = importlib.import_module(f"pipelines.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"pipelines.cli.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return p
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except CLIError as e:
+        print(f"sfr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Ingestion in Dagster: batches are dynamic partitions of `editing_samples`.
+
+A sensor registers every new manifest dropped into `<home>/incoming/` (and every batch that
+`sfr ingest` recorded in the warehouse) as a partition and requests a run for it.
+"""
+
+import json
+
+import dagster as dg
+
+from pipelines.partitions import BATCHES
+from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from warehouse.ingest import batch_id_for, ingest_batch, register_batch
+from warehouse.workspace import Workspace
+
+
+@dg.asset(
+    partitions_def=BATCHES,
+    group_name="ingest",
+    kinds={"duckdb", "python"},
+    owners=["team:data-eng"],
+    code_version="1",
+    pool=WAREHOUSE_POOL,
+    description="Validated editing samples of one batch, images in the content-addressed store; "
+                "bad rows quarantined with their reason.",
+)
+def editing_samples(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    summary = ingest_batch(workspace.workspace(), context.partition_key)
+    d = summary.as_dict()
+    return dg.MaterializeResult(
+        metadata={"rows": d["rows"], "ingested": d["ingested"], "duplicates": d["duplicates"],
+                  "quarantined": d["quarantined"],
+                  "quarantine_reasons": dg.MetadataValue.json(d["quarantine_reasons"])},
+        data_version=dg.DataVersion(summary.batch_id),
+    )
+
+
+@dg.asset_check(asset=editing_samples, blocking=True, description="At least one valid sample in the batch.")
+def batch_not_all_quarantined(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    wh = workspace.warehouse()
+    rows = wh.query("SELECT batch_id, n_rows, n_ingested + n_duplicates, n_quarantined FROM batches")
+    bad = [r[0] for r in rows if r[1] > 0 and r[2] == 0]
+    return dg.AssetCheckResult(passed=not bad, metadata={"batches_without_valid_samples": dg.MetadataValue.json(bad)})
+
+
+def discover_batches(ws: Workspace) -> list[str]:
+    """Register manifests under <home>/incoming and return all known batch ids (plain function)."""
+    for path in sorted(ws.incoming.glob("*")):
+        if path.suffix in (".jsonl", ".parquet") or (path.is_dir() and any(path.rglob("*.parquet"))):
+            try:
+                register_batch(ws, path)
+            except ValueError:
+                continue  # unreadable input: editing_samples will report it if it is ever requested
+    from warehouse.db import Warehouse
+    return [r[0] for r in Warehouse.open(ws).query("SELECT batch_id FROM batches ORDER BY created_at")]
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Registers new batches (files in <home>/incoming, or `sfr ingest` runs) as partitions.")
+def incoming_batches_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource) -> dg.SensorResult:
+    seen = set(json.loads(context.cursor)) if context.cursor else set()
+    batch_ids = discover_batches(workspace.workspace())
+    new = [b for b in batch_ids if b not in seen]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=b, asset_selection=[editing_samples.key]) for b in new],
+        dynamic_partitions_requests=[BATCHES.build_add_request(new)] if new else [],
+        cursor=json.dumps(sorted(seen | set(new))),
+    )
+
+
+defs = dg.Definitions(assets=[editing_samples], asset_checks=[batch_not_all_quarantined],
+                      sensors=[incoming_batches_sensor])

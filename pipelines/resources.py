@@ -1,0 +1,35 @@
+"""Dagster resources shared by every domain. Configured from the environment (SFR_HOME) so the
+same code runs against a laptop workspace or a team deployment."""
+from __future__ import annotations
+
+import dagster as dg
+
+from warehouse.db import Warehouse
+from warehouse.imagestore import LocalImageStore
+from warehouse.workspace import Workspace
+
+
+class WorkspaceResource(dg.ConfigurableResource):
+    """The workspace directory (all state of one installation). Empty `home` = $SFR_HOME or
+    ~/sfr-home."""
+
+    home: str = ""
+
+    def workspace(self) -> Workspace:
+        return Workspace.open(self.home or None)
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse.open(self.workspace())
+
+    def image_store(self) -> LocalImageStore:
+        return LocalImageStore(self.workspace())
+
+
+# DuckDB is single-writer per file: every asset that writes the warehouse uses this pool, and
+# dagster.yaml limits the pool to 1 (see docs/deployment.md). The warehouse lock serializes
+# anyway; the pool keeps steps from waiting on it while holding a worker.
+WAREHOUSE_POOL = "warehouse"
+
+
+def default_resources() -> dict:
+    return {"workspace": WorkspaceResource(home=dg.EnvVar("SFR_HOME").get_value("") or "")}

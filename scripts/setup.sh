@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One idempotent set-up step: creates .venv and installs the project with its pinned
+# dependencies (requirements.lock). With --test it also installs what the tests need outside
+# Python (Debian's chromium for the browser test). Re-running is a no-op when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+  echo "setup: Python 3.11 is required (found $($PY --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+stamp=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.sfr-stamp 2>/dev/null)" != "$stamp" ]; then
+  echo "setup: installing dependencies (first time: a few minutes)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'
+  echo "$stamp" > .venv/.sfr-stamp
+fi
+if [ "${1:-}" = "--test" ] && [ -x scripts/install_test_deps.sh ]; then
+  bash scripts/install_test_deps.sh
+fi

@@ -1,0 +1,49 @@
+"""The ingest domain of the Dagster code location, materialized by Dagster."""
+import shutil
+
+import dagster as dg
+
+from pipelines.defs.ingest import editing_samples, incoming_batches_sensor
+from pipelines.resources import WorkspaceResource
+from tests.fixtures.core import make_samples
+from warehouse.db import Warehouse
+from warehouse.ingest import register_batch
+
+
+def test_code_location_loads():
+    from pipelines import defs
+
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "editing_samples" in keys
+
+
+def test_materialize_a_batch_partition(workspace, sample_manifest):
+    batch_id = register_batch(workspace, sample_manifest)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", [batch_id])
+    res = dg.materialize([editing_samples], partition_key=batch_id, instance=instance,
+                         resources={"workspace": WorkspaceResource(home=str(workspace.home))})
+    assert res.success
+    mat = res.asset_materializations_for_node("editing_samples")[0]
+    assert mat.metadata["ingested"].value == 4
+    assert Warehouse.open(workspace).query("SELECT count(*) FROM samples WHERE batch_id = ?", [batch_id]) == [(4,)]
+
+
+def test_sensor_registers_dropped_manifests(workspace, tmp_path):
+    manifest = make_samples(tmp_path / "drop", names=("coffee",), rollouts=1)
+    shutil.copytree(manifest.parent, workspace.incoming / "round1")
+    shutil.move(str(workspace.incoming / "round1" / "manifest.jsonl"), workspace.incoming / "round1.jsonl")
+    # Images are relative to the manifest: keep them beside it.
+    for f in (workspace.incoming / "round1").iterdir():
+        shutil.move(str(f), workspace.incoming / f.name)
+    instance = dg.DagsterInstance.ephemeral()
+    ctx = dg.build_sensor_context(instance=instance, cursor=None,
+                                  resources={"workspace": WorkspaceResource(home=str(workspace.home))})
+    result = incoming_batches_sensor(ctx)
+    assert len(result.run_requests) == 1
+    key = result.run_requests[0].partition_key
+    assert result.dynamic_partitions_requests[0].partition_keys == [key]
+    ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                   resources={"workspace": WorkspaceResource(home=str(workspace.home))})
+    assert incoming_batches_sensor(ctx2).run_requests == []

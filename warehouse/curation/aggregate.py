@@ -1,0 +1,117 @@
+"""Label aggregation in SQL: per region and per image, combine the annotators' ratings.
+
+Ratings stay on the 1..5 star scale in `agg_regions` / `agg_samples`; exports map them to
+0..25 (score = 5 * rating). For each dimension we keep the count of ratings, the mean, the
+median (ordinal-aware; with an even count DuckDB's median interpolates, so ratings 3 and 4
+give 3.5) and the population std (the spread among the annotators who rated it; 0 for one
+rating). Missing ratings (NULL) are not counted in that dimension.
+
+Which annotations count: the current version (`annotations`), not deleted, one per annotator
+and sample (the latest), not skipped (was_cancelled), valid; region ratings must be valid too.
+Proposal regions aggregate by `region_id`; regions drawn by an annotator (region_id NULL) have
+no counterpart in other annotations and become their own region 'drawn:<project>:<id>:<key>'.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import duckdb
+
+from warehouse.db import Warehouse
+from warehouse.workspace import Workspace
+
+
+def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] = (),
+                    exclude_annotators: Iterable[str] = ()) -> None:
+    """Temp table `cur_ann`: one current annotation per (sample, annotator) with flags
+    `rated` (valid and not skipped) and `usable` (rated and the annotator not excluded)."""
+    keys = sorted(set(project_keys))
+    con.execute("CREATE OR REPLACE TEMP TABLE excluded_annotators (annotator_id TEXT)")
+    ex = sorted(set(exclude_annotators))
+    if ex:
+        con.executemany("INSERT INTO excluded_annotators VALUES (?)", [[a] for a in ex])
+    where = "NOT a.is_deleted"
+    params: list = []
+    if keys:
+        where += f" AND a.project_key IN ({', '.join('?' for _ in keys)})"
+        params += keys
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE cur_ann AS
+        SELECT a.project_key, a.ls_annotation_id, a.task_key, a.sample_id,
+               coalesce(a.annotator_id, 'anon:' || a.project_key || ':' || a.ls_annotation_id) AS annotator,
+               a.was_cancelled, a.valid, a.overall, a.naturalness, a.artifacts,
+               (a.valid AND NOT a.was_cancelled) AS rated,
+               (a.valid AND NOT a.was_cancelled
+                AND coalesce(a.annotator_id, '') NOT IN (SELECT annotator_id FROM excluded_annotators)) AS usable
+        FROM annotations a
+        WHERE {where}
+        QUALIFY row_number() OVER (
+            PARTITION BY a.sample_id, coalesce(a.annotator_id, 'anon:' || a.project_key || ':' || a.ls_annotation_id)
+            ORDER BY a.updated_at DESC NULLS LAST, a.version DESC, a.ls_annotation_id DESC) = 1
+    """, params)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE cur_regions AS
+        SELECT c.project_key, c.sample_id, c.annotator, c.usable,
+               coalesce(r.region_id, 'drawn:' || r.project_key || ':' || r.ls_annotation_id || ':' || r.region_key) AS region_id,
+               r.region_id IS NULL AS is_drawn, r.success, r.preserve, r.verdict
+        FROM cur_ann c
+        JOIN annotation_regions r ON r.project_key = c.project_key AND r.ls_annotation_id = c.ls_annotation_id
+        WHERE c.rated AND r.valid
+    """)
+
+
+def _stats(col: str, cond: str) -> str:
+    return (f"avg({col}) FILTER ({cond}) AS {col}_mean, "
+            f"median({col}) FILTER ({cond}) AS {col}_median, "
+            f"stddev_pop({col}) FILTER ({cond}) AS {col}_std")
+
+
+def aggregate_into_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Refresh `agg_samples` and `agg_regions` from `cur_ann` / `cur_regions` (prepare first)."""
+    con.execute("DELETE FROM agg_samples")
+    con.execute(f"""
+        INSERT INTO agg_samples
+        SELECT sample_id,
+               count(*) AS n_annotations,
+               count(*) FILTER (was_cancelled) AS n_skipped,
+               count(*) FILTER (NOT was_cancelled AND NOT valid) AS n_invalid,
+               count(*) FILTER (usable) AS n_annotators,
+               count(*) FILTER (usable AND overall IS NOT NULL AND naturalness IS NOT NULL
+                                AND artifacts IS NOT NULL) AS n_complete,
+               {_stats('overall', 'usable')},
+               {_stats('naturalness', 'usable')},
+               {_stats('artifacts', 'usable')}
+        FROM cur_ann GROUP BY sample_id
+    """)
+    con.execute("DELETE FROM agg_regions")
+    con.execute(f"""
+        INSERT INTO agg_regions
+        WITH u AS (SELECT * FROM cur_regions WHERE usable),
+        stats AS (
+            SELECT sample_id, region_id, bool_or(is_drawn) AS is_drawn,
+                   count(DISTINCT annotator) AS n_annotators,
+                   count(success) AS success_n, {_stats('success', 'true')},
+                   count(preserve) AS preserve_n, {_stats('preserve', 'true')}
+            FROM u GROUP BY sample_id, region_id),
+        verdicts AS (
+            SELECT sample_id, region_id, verdict FROM (
+                SELECT sample_id, region_id, verdict, count(*) AS n FROM u
+                WHERE verdict IS NOT NULL GROUP BY ALL)
+            QUALIFY row_number() OVER (PARTITION BY sample_id, region_id ORDER BY n DESC, verdict) = 1)
+        SELECT s.sample_id, s.region_id, s.is_drawn, s.n_annotators,
+               s.success_n, s.success_mean, s.success_median, s.success_std,
+               s.preserve_n, s.preserve_mean, s.preserve_median, s.preserve_std, v.verdict
+        FROM stats s LEFT JOIN verdicts v USING (sample_id, region_id)
+    """)
+    n_s = con.execute("SELECT count(*) FROM agg_samples").fetchone()[0]
+    n_r = con.execute("SELECT count(*) FROM agg_regions").fetchone()[0]
+    return {"samples": int(n_s), "regions": int(n_r)}
+
+
+def aggregate(ws: Workspace, project_keys: Iterable[str] = (),
+              exclude_annotators: Iterable[str] = ()) -> dict[str, int]:
+    """Recompute the aggregated label tables; returns {"samples": n, "regions": n}."""
+    wh = Warehouse.open(ws)
+    with wh.write() as con:
+        prepare_current(con, project_keys, exclude_annotators)
+        return aggregate_into_tables(con)

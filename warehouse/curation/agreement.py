@@ -1,0 +1,203 @@
+"""Inter-annotator agreement and annotator quality (Label Studio Community has neither).
+
+Krippendorff's alpha, ordinal (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"):
+    o[c, k] = sum_u (n_uc n_uk - [c == k] n_uc) / (m_u - 1)      units with m_u >= 2 values
+    n_c = sum_k o[c, k],  n = sum_c n_c
+    delta2[c, k] = (sum_{g=c..k} n_g - (n_c + n_k) / 2) ** 2        ordinal metric
+    alpha = 1 - (n - 1) * sum(o * delta2) / sum(outer(n_c, n_c) * delta2)
+Computed from per-unit value counts N[U, V] (V = 5 star values), vectorized with numpy; grouped
+alphas (per project, per batch) sum the per-unit coincidence contributions with bincount.
+
+Annotator quality (stars): each annotator's ratings against the mean of the other annotators
+on the same unit (leave-one-out) and against gold answers (`gold_answers`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import duckdb
+import numpy as np
+
+from warehouse.curation.config import IMAGE_DIMS, REGION_DIMS, CurationConfig
+
+VALUES = np.arange(1, 6)
+
+
+def ordinal_delta2(n_c: np.ndarray) -> np.ndarray:
+    """Squared ordinal distances [V, V] from the value marginals n_c [V]."""
+    cum = np.cumsum(n_c) - n_c / 2.0          # position of each value's mid-rank
+    return (cum[None, :] - cum[:, None]) ** 2
+
+
+def alpha_from_coincidence(o: np.ndarray) -> float:
+    """Ordinal alpha from a coincidence matrix o [V, V]; NaN when undefined (n <= 1 or no
+    expected disagreement, e.g. every value identical)."""
+    n_c = o.sum(axis=1)
+    n = n_c.sum()
+    if n <= 1:
+        return float("nan")
+    d2 = ordinal_delta2(n_c)
+    d_e = float((np.outer(n_c, n_c) * d2).sum())
+    if d_e == 0:
+        return float("nan")
+    return float(1.0 - (n - 1) * float((o * d2).sum()) / d_e)
+
+
+def coincidence_grouped(counts: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Coincidence matrices per group: counts [U, V] (value counts per unit), group [U] ints in
+    [0, n_groups) -> [n_groups, V, V]. Units with fewer than 2 values contribute nothing."""
+    counts = np.asarray(counts, dtype=np.float64)
+    m = counts.sum(axis=1)
+    keep = m >= 2
+    counts, group, m = counts[keep], np.asarray(group)[keep], m[keep]
+    w = counts / (m - 1)[:, None]
+    v = counts.shape[1]
+    out = np.zeros((n_groups, v, v))
+    for c in range(v):
+        for k in range(v):
+            cell = w[:, c] * counts[:, k]
+            if c == k:
+                cell = cell - w[:, c]
+            out[:, c, k] = np.bincount(group, weights=cell, minlength=n_groups)
+    return out
+
+
+def krippendorff_alpha_ordinal(reliability_data: np.ndarray, value_domain=VALUES) -> float:
+    """alpha for a [raters, units] matrix with NaN for missing, values in `value_domain`."""
+    data = np.asarray(reliability_data, dtype=np.float64)
+    if data.ndim != 2:
+        raise ValueError(f"reliability_data must be [raters, units], got shape {data.shape}")
+    domain = np.asarray(value_domain, dtype=np.float64)
+    present = ~np.isnan(data)
+    bad = present & ~np.isin(data, domain)
+    if bad.any():
+        raise ValueError(f"reliability_data has values outside the domain {domain.tolist()}: "
+                         f"{np.unique(data[bad]).tolist()}")
+    idx = np.searchsorted(domain, np.where(present, data, domain[0]))
+    counts = np.zeros((data.shape[1], len(domain)))
+    units = np.broadcast_to(np.arange(data.shape[1]), data.shape)
+    np.add.at(counts, (units[present], idx[present]), 1)
+    o = coincidence_grouped(counts, np.zeros(len(counts), dtype=np.int64), 1)[0]
+    return alpha_from_coincidence(o)
+
+
+@dataclass
+class AgreementReport:
+    report_id: str
+    alphas: list[dict] = field(default_factory=list)       # scope, scope_key, dimension, alpha, n_units, n_ratings
+    annotators: list[dict] = field(default_factory=list)   # annotator_quality rows
+    flagged_annotators: list[str] = field(default_factory=list)
+
+    def alpha(self, dimension: str, scope: str = "all", scope_key: str = "") -> float:
+        for a in self.alphas:
+            if (a["scope"], a["scope_key"], a["dimension"]) == (scope, scope_key, dimension):
+                return a["alpha"]
+        raise KeyError(f"no alpha for {scope}/{scope_key}/{dimension}")
+
+    def summary(self) -> dict:
+        overall = {a["dimension"]: a["alpha"] for a in self.alphas if a["scope"] == "all"}
+        return {"report_id": self.report_id, "alpha": overall,
+                "n_annotators": len(self.annotators), "flagged_annotators": self.flagged_annotators}
+
+
+def _ratings_sql(dim: str) -> str:
+    """Long ratings (scope keys, unit, annotator, value) for one dimension from cur_ann/cur_regions."""
+    if dim in IMAGE_DIMS:
+        return f"""SELECT c.project_key, s.batch_id, c.sample_id, '' AS region_id, c.annotator,
+                          c.{dim} AS value
+                   FROM cur_ann c JOIN samples s USING (sample_id)
+                   WHERE c.rated AND c.{dim} BETWEEN 1 AND 5"""
+    return f"""SELECT r.project_key, s.batch_id, r.sample_id, r.region_id, r.annotator, r.{dim} AS value
+               FROM cur_regions r JOIN samples s USING (sample_id)
+               WHERE NOT r.is_drawn AND r.{dim} BETWEEN 1 AND 5"""
+
+
+def _nan_none(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
+
+
+def compute_agreement(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> AgreementReport:
+    """Alphas per dimension (all / per project / per batch) and annotator quality, from the temp
+    tables made by aggregate.prepare_current. Writes nothing."""
+    alphas: list[dict] = []
+    for dim in IMAGE_DIMS + REGION_DIMS:
+        # Units are (project, sample, region): pairs are only formed within one project.
+        res = con.execute(f"""
+            SELECT project_key, batch_id, count(*) AS m,
+                   {', '.join(f'count(*) FILTER (value = {v}) AS c{v}' for v in VALUES)}
+            FROM ({_ratings_sql(dim)}) GROUP BY project_key, batch_id, sample_id, region_id
+        """).fetchnumpy()
+        counts = np.stack([np.asarray(res[f"c{v}"], dtype=np.float64) for v in VALUES], axis=1) \
+            if len(res["m"]) else np.zeros((0, len(VALUES)))
+        n_ratings_all = counts.sum(axis=1)
+        for scope, col in (("all", None), ("project", "project_key"), ("batch", "batch_id")):
+            if col is None:
+                keys, inv = np.array([""]), np.zeros(len(counts), dtype=np.int64)
+            else:
+                keys, inv = np.unique(np.asarray(res[col], dtype=object).astype(str), return_inverse=True)
+            o = coincidence_grouped(counts, inv, len(keys))
+            n_units = np.bincount(inv, weights=(n_ratings_all >= 2), minlength=len(keys))
+            n_ratings = np.bincount(inv, weights=n_ratings_all, minlength=len(keys))
+            for g, key in enumerate(keys):
+                alphas.append({"scope": scope, "scope_key": str(key), "dimension": dim,
+                               "alpha": _nan_none(alpha_from_coincidence(o[g])),
+                               "n_units": int(n_units[g]), "n_ratings": int(n_ratings[g])})
+
+    union = " UNION ALL ".join(f"SELECT *, '{d}' AS dimension FROM ({_ratings_sql(d)})"
+                               for d in IMAGE_DIMS + REGION_DIMS)
+    rows = con.execute(f"""
+        WITH r AS ({union}),
+        w AS (SELECT *, sum(value) OVER u AS s, count(*) OVER u AS n FROM r
+              WINDOW u AS (PARTITION BY project_key, sample_id, region_id, dimension)),
+        d AS (SELECT annotator, n, abs(value - (s - value) / nullif(n - 1, 0)) AS dev FROM w),
+        others AS (SELECT annotator, count(*) AS n_ratings, count(*) FILTER (n > 1) AS n_shared,
+                          avg(dev) FILTER (n > 1) AS mae, avg(CASE WHEN dev <= 1 THEN 1.0 ELSE 0.0 END) FILTER (n > 1) AS w1
+                   FROM d GROUP BY annotator),
+        gold AS (SELECT r.annotator, count(*) AS n_gold, avg(abs(r.value - g.rating)) AS mae,
+                        avg(CASE WHEN abs(r.value - g.rating) <= 1 THEN 1.0 ELSE 0.0 END) AS w1
+                 FROM r JOIN gold_answers g ON g.sample_id = r.sample_id AND g.region_id = r.region_id
+                      AND g.dimension = r.dimension
+                 JOIN (SELECT DISTINCT sample_id FROM tasks WHERE is_gold) t ON t.sample_id = r.sample_id
+                 GROUP BY r.annotator)
+        SELECT o.annotator, o.n_ratings, o.n_shared, o.mae, o.w1, coalesce(g.n_gold, 0), g.mae, g.w1
+        FROM others o LEFT JOIN gold g USING (annotator) ORDER BY o.annotator
+    """).fetchall()
+    annotators, flagged = [], []
+    for a, n_ratings, n_shared, mae_o, w1_o, n_gold, mae_g, w1_g in rows:
+        reasons = []
+        if n_gold >= config.min_gold and w1_g is not None and w1_g < config.gold_floor:
+            reasons.append(f"gold within-1 {w1_g:.2f} < {config.gold_floor}")
+        if n_shared >= config.min_shared and w1_o is not None and w1_o < config.others_floor:
+            reasons.append(f"agreement with others within-1 {w1_o:.2f} < {config.others_floor}")
+        if reasons:
+            flagged.append(a)
+        annotators.append({"annotator_id": a, "n_ratings": int(n_ratings), "n_shared": int(n_shared),
+                           "mae_vs_others": _nan_none(mae_o), "within1_others": _nan_none(w1_o),
+                           "n_gold": int(n_gold), "mae_vs_gold": _nan_none(mae_g),
+                           "within1_gold": _nan_none(w1_g), "flagged": bool(reasons),
+                           "flag_reason": "; ".join(reasons) or None})
+    body = json.dumps({"alphas": alphas, "annotators": annotators}, sort_keys=True)
+    report_id = "agr-" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    return AgreementReport(report_id, alphas, annotators, flagged)
+
+
+def record_agreement(con: duckdb.DuckDBPyConnection, report: AgreementReport) -> None:
+    """Store a report (idempotent: the id is a content hash)."""
+    if con.execute("SELECT count(*) FROM agreement_reports WHERE report_id = ?", [report.report_id]).fetchone()[0]:
+        return
+    con.executemany(
+        "INSERT INTO agreement_reports (report_id, scope, scope_key, dimension, alpha, n_units, n_ratings) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [[report.report_id, a["scope"], a["scope_key"], a["dimension"], a["alpha"], a["n_units"], a["n_ratings"]]
+         for a in report.alphas])
+    con.executemany(
+        "INSERT INTO annotator_quality VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[report.report_id, a["annotator_id"], a["n_ratings"], a["n_shared"], a["mae_vs_others"],
+          a["within1_others"], a["n_gold"], a["mae_vs_gold"], a["within1_gold"], a["flagged"], a["flag_reason"]]
+         for a in report.annotators])
+
+
+def report_to_dict(report: AgreementReport) -> dict:
+    return asdict(report)

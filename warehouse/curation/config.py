@@ -1,0 +1,75 @@
+"""The curation configuration. Part of a dataset version's identity: the version id hashes the
+rows together with this config, so two builds with different configs never share an id."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SPLITS = ("train", "validation", "test")
+IMAGE_DIMS = ("overall", "naturalness", "artifacts")
+REGION_DIMS = ("success", "preserve")
+
+
+@dataclass
+class CurationConfig:
+    name: str = "sfreward"
+    # Which annotations count (empty = every project).
+    project_keys: list[str] = field(default_factory=list)
+    # Aggregate statistic exported as the score: 'median' (ordinal; ties interpolate, e.g.
+    # ratings 3 and 4 give 3.5) or 'mean'. Score = 5 * statistic, on 0..25.
+    score_stat: str = "median"
+    # Filters (ratings in stars 1..5, areas in pixels).
+    min_annotators: int = 1            # complete annotations (overall, naturalness, artifacts)
+    min_region_area: int = 64          # non-background regions below this are dropped
+    max_item_std: float = 1.25         # population std of a sample's overall ratings
+    max_region_std: float = 1.25       # population std of a region's success or preserve
+    dedupe_hamming: int = 4            # dHash Hamming distance counted as near-duplicate; -1 off
+    include_gold: bool = True
+    # Annotator quality (see agreement.py).
+    exclude_flagged_annotators: bool = False
+    gold_floor: float = 0.7            # share of gold ratings within 1 star
+    min_gold: int = 3
+    others_floor: float = 0.5          # share of ratings within 1 star of the others' mean
+    min_shared: int = 10
+    alpha_floor: float = 0.2           # asset check: every dimension's alpha at least this
+    # Splits.
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)   # train, validation, test
+    license: str = "CC-BY-4.0"
+
+    def __post_init__(self) -> None:
+        self.fractions = tuple(float(f) for f in self.fractions)  # JSON gives lists
+        if self.score_stat not in ("median", "mean"):
+            raise ValueError(f"CurationConfig.score_stat must be 'median' or 'mean', got {self.score_stat!r}")
+        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
+            raise ValueError(f"CurationConfig.fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
+        if self.min_annotators < 1:
+            raise ValueError(f"CurationConfig.min_annotators must be >= 1, got {self.min_annotators}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["fractions"] = list(self.fractions)
+        d["project_keys"] = sorted(self.project_keys)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def split_scheme(self) -> str:
+        """Split assignments are shared by every config with the same seed and fractions."""
+        key = json.dumps({"seed": self.seed, "fractions": list(self.fractions)}, sort_keys=True)
+        return "s" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CurationConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown curation config keys {unknown}; known: {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,150 @@
+"""Leakage-free, stratified, stable train/validation/test splits.
+
+Samples are linked when they share a source image, an edited image (also when one sample's
+edited image is another's source) or a GRPO group; linked samples form a component
+(union-find via scipy connected components) and a component never straddles splits.
+
+Stability: every image hash and group id that receives a split is written to
+`split_assignments` (per scheme = seed + fractions) and never changes. A new sample touching
+an assigned key inherits its split. A new sample whose keys were assigned to two different
+splits (it would bridge them) is excluded as `split_conflict`, and so is any unassigned sample
+in such a bridged component; existing samples never move.
+
+New components are allocated per edit category (stratified): in the order of a seeded hash of
+their smallest key, each goes to the split furthest below its target share of that category's
+samples (existing assignments included). Deterministic from the seed and the warehouse state.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from warehouse.curation.config import SPLITS, CurationConfig
+
+
+def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dict[str, int]:
+    """Temp table `sample_split(sample_id, split)` for every sample of the warehouse (conflicts
+    left out and recorded in `excl` when still candidates); new keys persisted."""
+    scheme = config.split_scheme()
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE sk AS
+        WITH s AS (SELECT row_number() OVER (ORDER BY sample_id) - 1 AS si, * FROM samples)
+        SELECT si, 'image' AS key_kind, source_sha256 AS key FROM s
+        UNION SELECT si, 'image', edited_sha256 FROM s
+        UNION SELECT si, 'group', group_id FROM s
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE sk_nodes AS
+        SELECT row_number() OVER (ORDER BY key_kind, key) - 1 AS ni, key_kind, key, a.split
+        FROM (SELECT DISTINCT key_kind, key FROM sk) n
+        LEFT JOIN split_assignments a ON a.scheme = ? AND a.key_kind = n.key_kind AND a.key = n.key
+    """, [scheme])
+    samples = con.execute("SELECT sample_id, coalesce(category, '') AS category FROM samples ORDER BY sample_id").fetchnumpy()
+    edges = con.execute("SELECT sk.si, n.ni FROM sk JOIN sk_nodes n USING (key_kind, key)").fetchnumpy()
+    nodes = con.execute("SELECT ni, key_kind || ':' || key AS k, split FROM sk_nodes ORDER BY ni").fetchnumpy()
+    n_s, n_n = len(samples["sample_id"]), len(nodes["ni"])
+    if n_s == 0:
+        con.execute("CREATE OR REPLACE TEMP TABLE sample_split (sample_id TEXT, split TEXT)")
+        return {s: 0 for s in SPLITS}
+    si, ni = np.asarray(edges["si"], dtype=np.int64), np.asarray(edges["ni"], dtype=np.int64)
+
+    graph = coo_matrix((np.ones(len(si)), (si, n_s + ni)), shape=(n_s + n_n, n_s + n_n))
+    _, labels = connected_components(graph, directed=False)
+    comp = labels[:n_s]
+
+    split_code = {s: i for i, s in enumerate(SPLITS)}
+    node_bits = np.array([0 if s is None else 1 << split_code[s] for s in nodes["split"]], dtype=np.int64)
+    sample_bits = np.zeros(n_s, dtype=np.int64)
+    np.bitwise_or.at(sample_bits, si, node_bits[ni])
+    comp_bits = np.zeros(labels.max() + 1, dtype=np.int64)
+    np.bitwise_or.at(comp_bits, comp, sample_bits)
+
+    def single(bits: np.ndarray) -> np.ndarray:
+        """Split code for bit sets with exactly one bit, -1 for none, -2 for several."""
+        out = np.full(bits.shape, -2, dtype=np.int64)
+        out[bits == 0] = -1
+        for i in range(len(SPLITS)):
+            out[bits == (1 << i)] = i
+        return out
+
+    own, inherited = single(sample_bits), single(comp_bits)[comp]
+    split = np.where(own != -1, own, inherited)        # -1: new component, -2: conflict
+
+    # Allocate new components, stratified by category.
+    new = np.flatnonzero(split == -1)
+    if len(new):
+        cats = np.asarray(samples["category"], dtype=object)
+        keys = np.asarray(nodes["k"], dtype=object)
+        min_key: dict[int, str] = {}
+        for s_i, n_i in zip(si, ni):                   # smallest key of each new component
+            c = int(comp[s_i])
+            if split[s_i] == -1 and (c not in min_key or keys[n_i] < min_key[c]):
+                min_key[c] = keys[n_i]
+        comp_members: dict[int, list[int]] = {}
+        for s_i in new:
+            comp_members.setdefault(int(comp[s_i]), []).append(int(s_i))
+        counts: dict[str, np.ndarray] = {}
+        for s_i in np.flatnonzero(split >= 0):         # existing per-category split counts
+            counts.setdefault(cats[s_i], np.zeros(len(SPLITS)))[split[s_i]] += 1
+        frac = np.array(config.fractions)
+        order = []
+        for c, members in comp_members.items():
+            member_cats = sorted(cats[m] for m in members)
+            cat = max(set(member_cats), key=lambda x: (member_cats.count(x), -member_cats.index(x)))
+            h = hashlib.sha256(f"{config.seed}:{min_key[c]}".encode()).hexdigest()
+            order.append((cat, h, c))
+        order.sort()
+        for cat, _, c in order:
+            cnt = counts.setdefault(cat, np.zeros(len(SPLITS)))
+            size = len(comp_members[c])
+            deficit = np.where(frac > 0, frac * (cnt.sum() + size) - cnt, -np.inf)
+            j = int(np.argmax(deficit))                 # ties: train, validation, test order
+            cnt[j] += size
+            split[comp_members[c]] = j
+
+    ids = np.asarray(samples["sample_id"], dtype=object)
+    ok = split >= 0
+    con.register("_split_tbl", pa.table({
+        "sample_id": pa.array(ids[ok].tolist(), pa.string()),
+        "split": pa.array([SPLITS[j] for j in split[ok]], pa.string()),
+        "si": pa.array(np.flatnonzero(ok), pa.int64())}))
+    con.execute("CREATE OR REPLACE TEMP TABLE sample_split AS SELECT * FROM _split_tbl")
+    con.unregister("_split_tbl")
+    con.execute("""
+        INSERT INTO split_assignments (scheme, key_kind, key, split)
+        SELECT DISTINCT ?, n.key_kind, n.key, p.split
+        FROM sample_split p JOIN sk USING (si) JOIN sk_nodes n USING (key_kind, key)
+        WHERE n.split IS NULL
+        ON CONFLICT DO NOTHING
+    """, [scheme])
+    conflicts = ids[~ok].tolist()
+    if conflicts and _has_table(con, "excl"):
+        con.execute("CREATE OR REPLACE TEMP TABLE _conf (sample_id TEXT)")
+        con.executemany("INSERT INTO _conf VALUES (?)", [[c] for c in conflicts])
+        con.execute("""INSERT INTO excl SELECT 'sample', sample_id, 'split_conflict',
+                       'would join samples already in different splits' FROM _conf
+                       WHERE sample_id IN (SELECT sample_id FROM cand)""")
+        con.execute("DELETE FROM cand WHERE sample_id IN (SELECT sample_id FROM _conf)")
+    return {s: int((split == i).sum()) for i, s in enumerate(SPLITS)} | {"conflict": int((~ok).sum())}
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
+
+
+def find_leaks(con: duckdb.DuckDBPyConnection, dataset_id: str) -> list[dict]:
+    """Keys (source/edited image, group) of a dataset version present in more than one split."""
+    rows = con.execute("""
+        WITH k AS (
+            SELECT 'image' AS kind, source_sha256 AS key, split FROM dataset_rows WHERE dataset_id = ?
+            UNION ALL SELECT 'image', edited_sha256, split FROM dataset_rows WHERE dataset_id = ?
+            UNION ALL SELECT 'group', group_id, split FROM dataset_rows WHERE dataset_id = ?)
+        SELECT kind, key, list(DISTINCT split ORDER BY split) FROM k
+        GROUP BY kind, key HAVING count(DISTINCT split) > 1 ORDER BY kind, key
+    """, [dataset_id] * 3).fetchall()
+    return [{"kind": k, "key": key, "splits": list(s)} for k, key, s in rows]

@@ -1,0 +1,211 @@
+"""The DuckDB warehouse: numbered migrations applied on open, and short transactions under a
+process-wide file lock.
+
+DuckDB lets only one process open a database file for writing at a time (and a read-only
+opener cannot coexist with a writer). Dagster steps, the CLI and the reward server may all run
+at once, so every access here takes an exclusive `fcntl` lock on `<file>.lock`, opens the file,
+runs one transaction, and closes it again. Waiting writers retry with backoff up to
+`lock_timeout_s`; nothing is written outside a transaction, so a crash never leaves a partial
+batch visible.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from warehouse.workspace import Workspace
+
+_MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_thread_locks: dict[str, threading.RLock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+class WarehouseBusy(WarehouseError):
+    pass
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """All packaged migrations as (version, name, sql), in order."""
+    out = []
+    for entry in resources.files("warehouse.migrations").iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text()))
+    out.sort()
+    versions = [v for v, _, _ in out]
+    if len(set(versions)) != len(versions):
+        raise WarehouseError(f"duplicate migration numbers: {versions}")
+    return out
+
+
+def latest_version() -> int:
+    return migrations()[-1][0]
+
+
+@dataclass
+class Warehouse:
+    path: Path
+    lock_timeout_s: float = 120.0
+
+    @classmethod
+    def open(cls, where: Workspace | str | os.PathLike, migrate: bool = True,
+             lock_timeout_s: float = 120.0) -> "Warehouse":
+        path = where.warehouse_path if isinstance(where, Workspace) else Path(where)
+        wh = cls(Path(path), lock_timeout_s=lock_timeout_s)
+        if migrate:
+            wh.migrate()
+        return wh
+
+    # -- locking -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        key = str(self.path.resolve())
+        with _thread_locks_guard:
+            tlock = _thread_locks.setdefault(key, threading.RLock())
+        deadline = time.monotonic() + self.lock_timeout_s
+        if not tlock.acquire(timeout=self.lock_timeout_s):
+            raise WarehouseBusy(f"warehouse {self.path} is busy (thread lock); try again")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                delay = 0.005
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            raise WarehouseBusy(
+                                f"warehouse {self.path} stayed locked for {self.lock_timeout_s:.0f} s "
+                                "by another process; is a long job running? Try again when it ends."
+                            ) from None
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.2)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        finally:
+            tlock.release()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        # DuckDB's own lock can still be held for a moment by a process that just closed;
+        # retry briefly rather than surfacing "Could not set lock on file".
+        for attempt in range(50):
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or attempt == 49:
+                    raise WarehouseError(f"cannot open warehouse {self.path}: {e}") from e
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction: committed when the block exits normally, rolled back otherwise."""
+        with self._locked():
+            con = self._connect()
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            finally:
+                con.close()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for reads (same lock: DuckDB cannot read while another process writes)."""
+        with self._locked():
+            con = self._connect()
+            try:
+                yield con
+            finally:
+                con.close()
+
+    # -- migrations --------------------------------------------------------------------
+    def schema_version(self) -> int:
+        with self.read() as con:
+            return _current_version(con)
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations, each in its own transaction. Returns the versions applied."""
+        applied = []
+        with self._locked():
+            con = self._connect()
+            try:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at TIMESTAMP DEFAULT current_timestamp)"
+                )
+                current = _current_version(con)
+                known = migrations()
+                if current > known[-1][0]:
+                    raise WarehouseError(
+                        f"warehouse {self.path} is at schema version {current}, newer than this "
+                        f"code knows ({known[-1][0]}); upgrade the sfreward-platform package"
+                    )
+                for version, name, sql in known:
+                    if version <= current:
+                        continue
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        con.execute(sql)
+                        con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+                        con.execute("COMMIT")
+                    except Exception as e:
+                        con.execute("ROLLBACK")
+                        raise WarehouseError(f"migration {version:03d}_{name} failed: {e}") from e
+                    applied.append(version)
+            finally:
+                con.close()
+        return applied
+
+    # -- helpers -----------------------------------------------------------------------
+    def query(self, sql: str, params: list | tuple | None = None) -> list[tuple]:
+        with self.read() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def query_dicts(self, sql: str, params: list | tuple | None = None) -> list[dict]:
+        with self.read() as con:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of every table, for `sfr status`."""
+        with self.read() as con:
+            tables = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                "ORDER BY table_name").fetchall()]
+            return {t: int(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
+
+
+def _current_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)

@@ -1,0 +1,113 @@
+"""Validating and normalizing one image file for ingestion.
+
+`load_image(data, name)` decodes bytes defensively and returns a `CheckedImage`: the RGB pixels'
+size, the bytes to store (the original when it already is plain 8-bit RGB PNG/JPEG without an
+EXIF rotation, else a lossless RGB PNG) and a note saying what was converted. Every rejection
+raises `ImageRejected` with a message naming the input and the problem.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Above this many pixels a file is refused before it is decoded (decompression bombs).
+DEFAULT_MAX_PIXELS = 40_000_000
+MIN_SIDE = 8
+
+
+class ImageRejected(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    width: int
+    height: int
+    format: str          # format of the stored bytes
+    original_mode: str
+    stored: bytes
+    note: str | None
+
+
+def _to_rgb(img: Image.Image) -> tuple[Image.Image, str | None]:
+    mode = img.mode
+    if mode == "RGB":
+        return img, None
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit int) grayscale: scale the full range to 8 bits instead of clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        arr8 = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8).convert("RGB"), f"converted {mode} (16-bit) -> RGB 8-bit"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Composite on white so transparent pixels do not turn into arbitrary colors.
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB"), f"converted {mode} -> RGB (alpha composited on white)"
+    if mode == "F":
+        raise ImageRejected("floating-point images are not supported; export 8-bit or 16-bit PNG")
+    return img.convert("RGB"), f"converted {mode} -> RGB"
+
+
+def load_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> CheckedImage:
+    """Decode and check one image. `name` is only used in messages."""
+    if len(data) == 0:
+        raise ImageRejected(f"{name}: file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size  # from the header, before decoding any pixel
+            if w * h > max_pixels:
+                raise ImageRejected(
+                    f"{name}: declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
+                    f"{max_pixels:,} (possible decompression bomb); resize it or raise max_pixels"
+                )
+            if min(w, h) < MIN_SIDE:
+                raise ImageRejected(f"{name}: image is {w}x{h}, smaller than {MIN_SIDE} px on a side")
+            n_frames = getattr(img, "n_frames", 1)
+            if n_frames > 1:
+                raise ImageRejected(
+                    f"{name}: animated/multi-frame image ({n_frames} frames); export one still frame")
+            fmt = img.format or "UNKNOWN"
+            original_mode = img.mode
+            img.load()  # full decode: truncated files fail here
+    except ImageRejected:
+        raise
+    except UnidentifiedImageError:
+        raise ImageRejected(f"{name}: not a recognized image file (wrong magic bytes or not an image)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageRejected(f"{name}: decompression bomb refused ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageRejected(f"{name}: image is corrupt or truncated ({e})") from None
+
+    notes = []
+    transposed = ImageOps.exif_transpose(img)
+    if transposed is not img and transposed.size != img.size or _has_rotation(img):
+        notes.append("EXIF orientation applied")
+    img = transposed if transposed is not None else img
+    rgb, note = _to_rgb(img)
+    if note:
+        notes.append(note)
+    if not notes and fmt in ("PNG", "JPEG"):
+        return CheckedImage(rgb.width, rgb.height, fmt, original_mode, data, None)
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG")
+    return CheckedImage(rgb.width, rgb.height, "PNG", original_mode, buf.getvalue(), "; ".join(notes))
+
+
+def _has_rotation(img: Image.Image) -> bool:
+    try:
+        return img.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:
+        return False
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Stored image bytes -> uint8 [H, W, 3]."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))

@@ -1,0 +1,389 @@
+"""Ingestion of editing samples into the warehouse.
+
+Inputs: a JSONL manifest (one row per sample: `source`, `edited`, `instruction`, optional
+`sample_id`, `group_id`, `editor`, `category`, `metadata`; image paths relative to the
+manifest's directory and never outside it), or a Hugging Face dataset in parquet (a file or a
+directory of shards) with Image columns `source` and `edited`.
+
+Every row is validated; a bad row goes to `quarantine` with its reason and the batch goes on.
+Images are stored content-addressed, samples/groups are written in one transaction per chunk,
+so a crash never leaves half a chunk visible and a rerun picks up where it stopped. The batch id
+is a hash of the input's bytes: re-ingesting the same manifest is the same batch and adds
+nothing (rows whose images were seen before are recognized from their file hash alone,
+without decoding).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from warehouse.db import Warehouse
+from warehouse.images import DEFAULT_MAX_PIXELS, ImageRejected, load_image
+from warehouse.imagestore import LocalImageStore, sha256_bytes
+from warehouse.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_TEXT = ("sample_id", "group_id", "editor", "category")
+KNOWN_KEYS = {"source", "edited", "instruction", "metadata", *OPTIONAL_TEXT}
+MAX_ROW_TEXT = 10_000
+
+
+class ManifestError(ValueError):
+    """The input as a whole cannot be read (not a single bad row)."""
+
+
+@dataclass
+class IngestConfig:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    chunk_size: int = 128          # rows per transaction
+    workers: int = 2               # threads decoding/hashing images
+
+
+@dataclass
+class RawRow:
+    number: int                    # 1-based line / row number in the input
+    text: str                      # the row as received (for quarantine)
+    fields: dict[str, Any] | None  # parsed fields, None when the row is not parseable
+    error: str | None = None
+    source_bytes: bytes | None = None   # parquet: bytes come inline
+    edited_bytes: bytes | None = None
+
+
+@dataclass
+class IngestSummary:
+    batch_id: str
+    source: str
+    rows: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "source": self.source, "rows": self.rows,
+                "ingested": self.ingested, "duplicates": self.duplicates,
+                "quarantined": self.quarantined, "quarantine_reasons": self.reasons}
+
+
+# --------------------------------------------------------------------------- reading inputs
+def batch_id_for(path: Path) -> str:
+    """Content hash of the input (a file, or every parquet file of a directory)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return "b-" + h.hexdigest()[:16]
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRow]:
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                fields = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield RawRow(number, text, None, f"malformed JSON on line {number}: {e.msg}")
+                continue
+            if not isinstance(fields, dict):
+                yield RawRow(number, text, None, f"line {number} is not a JSON object")
+                continue
+            yield RawRow(number, text, fields)
+
+
+def _image_cell(cell: Any) -> tuple[bytes | None, str | None]:
+    if isinstance(cell, dict):
+        return cell.get("bytes"), cell.get("path")
+    if isinstance(cell, (bytes, bytearray)):
+        return bytes(cell), None
+    if isinstance(cell, str):
+        return None, cell
+    return None, None
+
+
+def _read_parquet(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise ManifestError(f"{path}: no .parquet files found")
+    number = 0
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as e:
+            raise ManifestError(f"{f}: not a readable parquet file ({e})") from e
+        missing = {"source", "edited", "instruction"} - set(pf.schema_arrow.names)
+        if missing:
+            raise ManifestError(f"{f}: parquet is missing required columns {sorted(missing)}")
+        for batch in pf.iter_batches(batch_size=64):
+            for rec in batch.to_pylist():
+                number += 1
+                src_bytes, src_path = _image_cell(rec.get("source"))
+                ed_bytes, ed_path = _image_cell(rec.get("edited"))
+                fields = {k: rec.get(k) for k in KNOWN_KEYS if k in rec}
+                fields["source"], fields["edited"] = src_path, ed_path
+                text = json.dumps({k: v for k, v in fields.items()}, default=str)
+                yield RawRow(number, text, fields, source_bytes=src_bytes, edited_bytes=ed_bytes)
+
+
+def read_input(path: Path) -> tuple[str, Iterator[RawRow]]:
+    if not path.exists():
+        raise ManifestError(f"{path}: no such file or directory")
+    if path.is_dir() or path.suffix == ".parquet":
+        return "parquet", _read_parquet(path)
+    if path.suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl", _read_jsonl(path)
+    raise ManifestError(f"{path}: expected a .jsonl manifest, a .parquet file or a directory of parquet shards")
+
+
+# --------------------------------------------------------------------------- validating rows
+@dataclass
+class Prepared:
+    """A validated row, ready to write."""
+    number: int
+    text: str
+    sample_id: str
+    group_id: str
+    instruction: str
+    editor: str | None
+    category: str | None
+    metadata: str | None
+    images: list[dict]             # image rows to insert (new images only)
+    source_sha: str
+    edited_sha: str
+    note: str | None
+
+
+class RowRejected(ValueError):
+    pass
+
+
+def _resolve_inside(base: Path, rel: Any, key: str) -> Path:
+    if not isinstance(rel, str) or not rel.strip():
+        raise RowRejected(f"`{key}` must be a non-empty path string")
+    p = Path(rel)
+    if p.is_absolute():
+        raise RowRejected(f"`{key}` path {rel!r} is absolute; paths must be relative to the manifest")
+    full = (base / p).resolve()
+    try:
+        full.relative_to(base)
+    except ValueError:
+        raise RowRejected(f"`{key}` path {rel!r} escapes the manifest's directory") from None
+    if not full.is_file():
+        raise RowRejected(f"`{key}` file {rel!r} does not exist")
+    return full
+
+
+class _Validator:
+    def __init__(self, base: Path, store: LocalImageStore, wh: Warehouse, cfg: IngestConfig):
+        self.base, self.store, self.wh, self.cfg = base, store, wh, cfg
+
+    def _image(self, row: RawRow, key: str, known: dict[str, tuple]) -> tuple[str, tuple[int, int], dict | None, str | None]:
+        inline = row.source_bytes if key == "source" else row.edited_bytes
+        if inline is not None:
+            data, name = inline, f"{key} (row {row.number})"
+        else:
+            path = _resolve_inside(self.base, row.fields.get(key), key)
+            data, name = path.read_bytes(), f"{key} {row.fields.get(key)!r}"
+        original_sha = sha256_bytes(data)
+        hit = known.get(original_sha)
+        if hit is not None:  # seen before: no decode needed
+            sha, w, h, note = hit
+            return sha, (w, h), None, note
+        try:
+            img = load_image(data, name, self.cfg.max_pixels)
+        except ImageRejected as e:
+            raise RowRejected(str(e)) from None
+        sha, uri = self.store.put(img.stored, img.format)
+        rec = {"sha256": sha, "original_sha256": original_sha, "uri": uri, "width": img.width,
+               "height": img.height, "format": img.format, "original_mode": img.original_mode,
+               "n_bytes": len(img.stored), "note": img.note}
+        return sha, (img.width, img.height), rec, (f"{key}: {img.note}" if img.note else None)
+
+    def prepare(self, row: RawRow, known: dict[str, tuple]) -> Prepared:
+        if row.error:
+            raise RowRejected(row.error)
+        f = row.fields
+        unknown = set(f) - KNOWN_KEYS
+        if unknown:
+            raise RowRejected(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(KNOWN_KEYS)}")
+        instruction = f.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise RowRejected("`instruction` is missing or empty")
+        for k in OPTIONAL_TEXT:
+            if f.get(k) is not None and (not isinstance(f[k], str) or not f[k].strip()):
+                raise RowRejected(f"`{k}` must be a non-empty string when given")
+        metadata = f.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise RowRejected("`metadata` must be a JSON object when given")
+        src_sha, src_size, src_rec, src_note = self._image(row, "source", known)
+        ed_sha, ed_size, ed_rec, ed_note = self._image(row, "edited", known)
+        if src_size != ed_size:
+            raise RowRejected(
+                f"source is {src_size[0]}x{src_size[1]} but edited is {ed_size[0]}x{ed_size[1]}; "
+                "an edit must keep the source's size")
+        instruction = instruction.strip()
+        sample_id = f.get("sample_id") or "s-" + _h(src_sha, ed_sha, instruction)
+        group_id = f.get("group_id") or "g-" + _h(src_sha, instruction)
+        notes = "; ".join(n for n in (src_note, ed_note) if n) or None
+        return Prepared(row.number, row.text, sample_id, group_id, instruction, f.get("editor"),
+                        f.get("category"), json.dumps(metadata, sort_keys=True) if metadata else None,
+                        [r for r in (src_rec, ed_rec) if r], src_sha, ed_sha, notes)
+
+
+def _h(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- writing
+def _known_images(wh: Warehouse) -> dict[str, tuple]:
+    rows = wh.query("SELECT original_sha256, sha256, width, height, note FROM images")
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tuple[RawRow, str]],
+                 summary: IngestSummary) -> None:
+    with wh.write() as con:
+        numbers = [r.number for r, _ in bad] + [p.number for p in ok]
+        if numbers:  # a rerun re-evaluates rows: keep one quarantine record per row
+            con.execute("DELETE FROM quarantine WHERE batch_id = ? AND list_contains(?, row_number)",
+                        [batch_id, numbers])
+        for r, reason in bad:
+            con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
+                        [batch_id, r.number, r.text[:MAX_ROW_TEXT], reason])
+        for p in ok:
+            for img in p.images:
+                con.execute(
+                    "INSERT INTO images (sha256, original_sha256, uri, width, height, format, original_mode, "
+                    "n_bytes, note) VALUES ($sha256, $original_sha256, $uri, $width, $height, $format, "
+                    "$original_mode, $n_bytes, $note) ON CONFLICT DO NOTHING", img)
+            existing = con.execute("SELECT source_sha256, edited_sha256, instruction FROM samples WHERE sample_id = ?",
+                                   [p.sample_id]).fetchone()
+            if existing is not None:
+                if existing != (p.source_sha, p.edited_sha, p.instruction):
+                    reason = f"sample_id {p.sample_id!r} already exists with different images or instruction"
+                    con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
+                                [batch_id, p.number, p.text[:MAX_ROW_TEXT], reason])
+                    _count(summary, reason)
+                else:
+                    summary.duplicates += 1
+                continue
+            group = con.execute("SELECT source_sha256, instruction FROM groups WHERE group_id = ?",
+                                [p.group_id]).fetchone()
+            if group is None:
+                con.execute("INSERT INTO groups (group_id, source_sha256, instruction) VALUES (?, ?, ?)",
+                            [p.group_id, p.source_sha, p.instruction])
+            elif group != (p.source_sha, p.instruction):
+                reason = (f"group_id {p.group_id!r} already holds rollouts of another source image or "
+                          "instruction; a GRPO group shares both")
+                con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
+                            [batch_id, p.number, p.text[:MAX_ROW_TEXT], reason])
+                _count(summary, reason)
+                continue
+            con.execute(
+                "INSERT INTO samples (sample_id, batch_id, group_id, source_sha256, edited_sha256, instruction, "
+                "editor, category, metadata, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [p.sample_id, batch_id, p.group_id, p.source_sha, p.edited_sha, p.instruction, p.editor,
+                 p.category, p.metadata, p.note])
+            summary.ingested += 1
+
+
+def _count(summary: IngestSummary, reason: str) -> None:
+    summary.quarantined += 1
+    key = reason.split(":")[0] if reason.count(":") else reason
+    key = key if len(key) < 80 else key[:77] + "..."
+    summary.reasons[key] = summary.reasons.get(key, 0) + 1
+
+
+def register_batch(ws: Workspace, path: str | Path, kind: str | None = None) -> str:
+    """Record an input as a batch (no ingestion yet) and return its id. Idempotent."""
+    p = Path(path).expanduser().resolve()
+    src_kind, _ = read_input(p)
+    batch_id = batch_id_for(p)
+    wh = Warehouse.open(ws)
+    with wh.write() as con:
+        con.execute("INSERT INTO batches (batch_id, source_uri, source_kind) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING", [batch_id, str(p), kind or src_kind])
+    return batch_id
+
+
+def ingest_path(ws: Workspace, path: str | Path, config: IngestConfig | None = None,
+                progress: Callable[[int], None] | None = None) -> IngestSummary:
+    """Ingest a manifest or parquet dataset as one batch; returns this run's counts."""
+    cfg = config or IngestConfig()
+    p = Path(path).expanduser().resolve()
+    kind, rows = read_input(p)
+    batch_id = register_batch(ws, p)
+    wh = Warehouse.open(ws)
+    store = LocalImageStore(ws)
+    validator = _Validator(p if p.is_dir() else p.parent, store, wh, cfg)
+    known = _known_images(wh)
+    summary = IngestSummary(batch_id=batch_id, source=str(p))
+
+    def check(row: RawRow) -> tuple[RawRow, Prepared | None, str | None]:
+        try:
+            return row, validator.prepare(row, known), None
+        except RowRejected as e:
+            return row, None, str(e)
+        except OSError as e:  # unreadable file: this row only
+            return row, None, f"cannot read image: {e.strerror or e}"
+
+    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        for chunk in _chunks(rows, cfg.chunk_size):
+            ok, bad = [], []
+            for row, prepared, error in pool.map(check, chunk):
+                summary.rows += 1
+                if error is not None:
+                    bad.append((row, error))
+                    _count(summary, error)
+                else:
+                    ok.append(prepared)
+                    for img in prepared.images:
+                        known[img["original_sha256"]] = (img["sha256"], img["width"], img["height"], img["note"])
+            _write_chunk(wh, batch_id, ok, bad, summary)
+            if progress:
+                progress(len(chunk))
+    with wh.write() as con:
+        con.execute(
+            "UPDATE batches SET n_rows = ?, n_ingested = (SELECT count(*) FROM samples WHERE batch_id = ?), "
+            "n_duplicates = ?, n_quarantined = (SELECT count(*) FROM quarantine WHERE batch_id = ?) "
+            "WHERE batch_id = ?", [summary.rows, batch_id, summary.duplicates, batch_id, batch_id])
+    log.info("batch %s: %d rows, %d ingested, %d duplicates, %d quarantined", batch_id, summary.rows,
+             summary.ingested, summary.duplicates, summary.quarantined)
+    return summary
+
+
+def ingest_batch(ws: Workspace, batch_id: str, config: IngestConfig | None = None) -> IngestSummary:
+    """Ingest a batch registered earlier (the Dagster partition path)."""
+    wh = Warehouse.open(ws)
+    row = wh.query("SELECT source_uri FROM batches WHERE batch_id = ?", [batch_id])
+    if not row:
+        raise ManifestError(f"batch {batch_id!r} is not registered; run `sfr ingest PATH` or drop the "
+                            f"manifest into {ws.home / 'incoming'}")
+    summary = ingest_path(ws, row[0][0], config)
+    if summary.batch_id != batch_id:
+        raise ManifestError(f"batch {batch_id!r}: its input {row[0][0]} changed since it was registered "
+                            f"(now batch {summary.batch_id}); the new content was ingested as that batch")
+    return summary
+
+
+def _chunks(it: Iterator[RawRow], n: int) -> Iterator[list[RawRow]]:
+    chunk: list[RawRow] = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
