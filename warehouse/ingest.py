@@ -254,49 +254,60 @@ def _known_images(wh: Warehouse) -> dict[str, tuple]:
 
 def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tuple[RawRow, str]],
                  summary: IngestSummary) -> None:
+    """One transaction per chunk; lookups and inserts are set-based (DuckDB is slow row by row)."""
+    import pyarrow as pa
+
     with wh.write() as con:
         numbers = [r.number for r, _ in bad] + [p.number for p in ok]
         if numbers:  # a rerun re-evaluates rows: keep one quarantine record per row
             con.execute("DELETE FROM quarantine WHERE batch_id = ? AND list_contains(?, row_number)",
                         [batch_id, numbers])
-        for r, reason in bad:
-            con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
-                        [batch_id, r.number, r.text[:MAX_ROW_TEXT], reason])
+        existing = {r[0]: tuple(r[1:]) for r in con.execute(
+            "SELECT sample_id, source_sha256, edited_sha256, instruction FROM samples "
+            "WHERE list_contains(?, sample_id)", [[p.sample_id for p in ok]]).fetchall()}
+        groups = {r[0]: tuple(r[1:]) for r in con.execute(
+            "SELECT group_id, source_sha256, instruction FROM groups WHERE list_contains(?, group_id)",
+            [[p.group_id for p in ok]]).fetchall()}
+        quarantine = [(r.number, r.text, reason) for r, reason in bad]
+        images: dict[str, dict] = {}
+        new_groups, new_samples = [], []
         for p in ok:
             for img in p.images:
-                con.execute(
-                    "INSERT INTO images (sha256, original_sha256, uri, width, height, format, original_mode, "
-                    "n_bytes, note) VALUES ($sha256, $original_sha256, $uri, $width, $height, $format, "
-                    "$original_mode, $n_bytes, $note) ON CONFLICT DO NOTHING", img)
-            existing = con.execute("SELECT source_sha256, edited_sha256, instruction FROM samples WHERE sample_id = ?",
-                                   [p.sample_id]).fetchone()
-            if existing is not None:
-                if existing != (p.source_sha, p.edited_sha, p.instruction):
+                images.setdefault(img["sha256"], img)
+            if p.sample_id in existing:
+                if existing[p.sample_id] != (p.source_sha, p.edited_sha, p.instruction):
                     reason = f"sample_id {p.sample_id!r} already exists with different images or instruction"
-                    con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
-                                [batch_id, p.number, p.text[:MAX_ROW_TEXT], reason])
+                    quarantine.append((p.number, p.text, reason))
                     _count(summary, reason)
                 else:
                     summary.duplicates += 1
                 continue
-            group = con.execute("SELECT source_sha256, instruction FROM groups WHERE group_id = ?",
-                                [p.group_id]).fetchone()
-            if group is None:
-                con.execute("INSERT INTO groups (group_id, source_sha256, instruction) VALUES (?, ?, ?)",
-                            [p.group_id, p.source_sha, p.instruction])
-            elif group != (p.source_sha, p.instruction):
+            g = groups.get(p.group_id)
+            if g is None:
+                groups[p.group_id] = (p.source_sha, p.instruction)
+                new_groups.append({"group_id": p.group_id, "source_sha256": p.source_sha,
+                                   "instruction": p.instruction})
+            elif g != (p.source_sha, p.instruction):
                 reason = (f"group_id {p.group_id!r} already holds rollouts of another source image or "
                           "instruction; a GRPO group shares both")
-                con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
-                            [batch_id, p.number, p.text[:MAX_ROW_TEXT], reason])
+                quarantine.append((p.number, p.text, reason))
                 _count(summary, reason)
                 continue
-            con.execute(
-                "INSERT INTO samples (sample_id, batch_id, group_id, source_sha256, edited_sha256, instruction, "
-                "editor, category, metadata, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [p.sample_id, batch_id, p.group_id, p.source_sha, p.edited_sha, p.instruction, p.editor,
-                 p.category, p.metadata, p.note])
+            existing[p.sample_id] = (p.source_sha, p.edited_sha, p.instruction)
+            new_samples.append({"sample_id": p.sample_id, "batch_id": batch_id, "group_id": p.group_id,
+                                "source_sha256": p.source_sha, "edited_sha256": p.edited_sha,
+                                "instruction": p.instruction, "editor": p.editor, "category": p.category,
+                                "metadata": p.metadata, "note": p.note})
             summary.ingested += 1
+        for table, rows, conflict in (("images", list(images.values()), " ON CONFLICT DO NOTHING"),
+                                      ("groups", new_groups, ""), ("samples", new_samples, "")):
+            if rows:
+                arrow = pa.Table.from_pylist(rows)  # noqa: F841 (read by DuckDB's replacement scan)
+                cols = ", ".join(rows[0])
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM arrow{conflict}")
+        for number, text, reason in quarantine:
+            con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
+                        [batch_id, number, text[:MAX_ROW_TEXT], reason])
 
 
 def _count(summary: IngestSummary, reason: str) -> None:
