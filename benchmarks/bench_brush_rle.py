@@ -43,9 +43,9 @@ SIZE = 1024
 IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-def photo_masks(per_method: int = 3) -> list[tuple[str, np.ndarray]]:
+def photo_masks(images=IMAGES, per_method: int = 3) -> list[tuple[str, np.ndarray]]:
     out = []
-    for name in IMAGES:
+    for name in images:
         img = transform.resize(getattr(data, name)(), (SIZE, SIZE), anti_aliasing=False)
         segs = {
             "slic": segmentation.slic(img, n_segments=16, compactness=10, start_label=0, max_num_iter=4),
@@ -71,13 +71,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rust-encode-repeats", type=int, default=1, help="the Rust encoder is slow (~1 s/mask)")
+    ap.add_argument("--masks", type=int, default=None, help="use only the first N masks (quick check)")
+    ap.add_argument("--images", default=",".join(IMAGES), help="comma-separated skimage.data images")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "brush_rle.md"))
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    masks = photo_masks()
+    images = tuple(x for x in args.images.split(",") if x)
+    masks = photo_masks(images)[: args.masks]
     print(f"{len(masks)} masks in {time.perf_counter() - t0:.1f} s")
     codecs = ["official", "ours"] + (["rust"] if rust else [])
+    # Warm every code path once (first-call costs are not per-mask costs).
+    warm = masks[0][1][:256, :256]
+    warm_rle = mask_to_rle(warm)
+    official.decode_rle(official.mask2rle(warm.astype(np.uint8) * 255))
+    rle_to_mask(warm_rle, *warm.shape)
+    if rust:
+        rust.decode_rle(rust.encode_rle(np.repeat(warm.astype(np.uint8).ravel() * 255, 4), 8, [3, 4, 8, 16]), False)
     enc = {c: 0.0 for c in codecs}
     dec = {c: 0.0 for c in codecs}
     nbytes, fg = [], []
@@ -118,8 +128,7 @@ def main() -> None:
         print(f"{c:9s} encode {rows[-1][1]:8.2f} ms/mask ({rows[-1][2]:6.1f}x official)   "
               f"decode {rows[-1][3]:8.2f} ms/mask ({rows[-1][4]:6.1f}x official)")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    cmd = (f"cd /work/main && .venv/bin/python benchmarks/bench_brush_rle.py --repeats {args.repeats} "
-           f"--rust-encode-repeats {args.rust_encode_repeats}")
+    cmd = " ".join(["cd /work/main && .venv/bin/python benchmarks/bench_brush_rle.py", *sys.argv[1:]])
     lines = [
         "# Brush RLE: annotation.brush vs the official codec vs the Rust peer",
         "",
@@ -127,13 +136,13 @@ def main() -> None:
         f"- machine: 2-core CPU VM shared with other jobs ({platform.machine()}), numpy {np.__version__}, "
         f"load average at the end {load}",
         f"- command: `{cmd}`",
-        f"- masks: {n} segments at {SIZE}x{SIZE} of skimage {', '.join(IMAGES)} (3 largest SLIC + 3 largest "
+        f"- masks: {n} segments at {SIZE}x{SIZE} of skimage {', '.join(images)} (3 largest SLIC + 3 largest "
         f"Felzenszwalb segments each); foreground {min(fg):.1%}..{max(fg):.1%}; RLE {min(nbytes)}..{max(nbytes)} bytes "
         f"(median {int(np.median(nbytes))})",
         f"- official: label_studio_sdk.converter.brush (label-studio-sdk 2.1.2) `mask2rle` / `decode_rle`",
         f"- Rust peer: {RUST or 'NOT INSTALLED (pip install label-studio-brush-rle-rs==0.1.1 to include it)'}",
         f"- times: median of {args.repeats} runs per mask (Rust encode: {args.rust_encode_repeats}), averaged over "
-        "masks; all outputs asserted identical to the official codec's; decode times include taking "
+        "masks, after one warm-up call of every codec; all outputs asserted identical to the official codec's; decode times include taking "
         "channel 3 as a bool mask",
         "",
         "| codec | encode (ms/mask) | encode vs official | decode (ms/mask) | decode vs official |",
