@@ -1,0 +1,175 @@
+"""Shared types of the region proposers: the configuration, a proposed `Region`, and input checks.
+
+Images are numpy uint8 arrays [H, W, 3] (RGB, 0..255); masks are bool [H, W] on the source
+image's pixel grid; boxes are [x1, y1, x2, y2] in pixels with x2/y2 exclusive.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from warehouse.masks import bbox_xyxy as bbox_of  # noqa: F401  (re-exported)
+
+KINDS = ("edit", "context", "background")
+PROPOSED_ON = ("source", "edited", "both", "derived")
+# Smallest image side any proposer accepts; SAM's ViT patch is 16 px, so a smaller image has
+# less than one patch of real content.
+MIN_SIDE = 16
+
+
+class ProposalError(ValueError):
+    """Bad input to a proposer (wrong shape/dtype, too small, ...): the message names the input."""
+
+
+@dataclass
+class ProposerConfig:
+    """Everything that determines a region set. `model_type=None` selects the classical
+    (weight-free) proposer; otherwise SAM with `checkpoint` (a local file)."""
+
+    name: str = "default"
+    model_type: str | None = None          # 'vit_h' | 'vit_l' | 'vit_b' | 'tiny' | None
+    checkpoint: str | None = None          # local SAM state_dict path
+    device: str = "auto"                   # 'auto' (CUDA when present) | 'cpu' | 'cuda[:i]'
+    # Change map (CIELAB distance, in delta-E units).
+    change_threshold: float = 12.0         # absolute floor of the delta-E threshold
+    change_noise_k: float = 4.0            # threshold >= median + k * robust sigma of delta-E
+    change_sigma: float = 1.0              # Gaussian denoising of the Lab images, pixels
+    change_work_side: int = 384            # change map computed at most at this long side
+    # Post-processing.
+    min_area_frac: float = 0.002           # drop regions smaller than this fraction of the image
+    nms_iou: float = 0.7                   # mask IoU above which the lower-priority region drops
+    max_regions: int = 12                  # cap on non-background regions per set
+    edit_min_cover: float = 0.3            # SAM edit mask must cover this much of its change
+    # SAM.
+    context_generator: str = "grid"        # 'grid' (low-res filtered point grid) | 'amg'
+    points_per_side: int = 16              # automatic mask generator grid (context regions)
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.86
+    stability_score_thresh: float = 0.92
+    encoder_batch_size: int = 4            # images per image-encoder call
+    group_edited_prompts: int = 2          # rollouts per group whose edited image SAM also sees
+    # Classical proposer.
+    segmenter: str = "felzenszwalb"        # 'felzenszwalb' | 'slic'
+    felzenszwalb_scale: float = 300.0
+    slic_n_segments: int = 24
+    classical_work_side: int = 256         # segmentation computed at most at this long side
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model_type in ("", "none", "classical"):
+            self.model_type = None
+        if self.checkpoint == "":
+            self.checkpoint = None
+        if self.model_type is not None and self.model_type not in ("vit_h", "vit_l", "vit_b", "tiny"):
+            raise ProposalError(
+                f"model_type {self.model_type!r} is not one of vit_h, vit_l, vit_b, tiny "
+                "(or None for the classical proposer)")
+        if self.model_type is not None and self.checkpoint is None:
+            raise ProposalError(f"model_type {self.model_type!r} needs a checkpoint path")
+        if self.model_type is None and self.checkpoint is not None:
+            raise ProposalError(
+                f"checkpoint {self.checkpoint} given without a model_type (vit_h, vit_l, vit_b, tiny)")
+        if self.context_generator not in ("grid", "amg"):
+            raise ProposalError(f"context_generator {self.context_generator!r} is not 'grid' or 'amg'")
+        if self.segmenter not in ("felzenszwalb", "slic"):
+            raise ProposalError(f"segmenter {self.segmenter!r} is not 'felzenszwalb' or 'slic'")
+        if not 0 < self.nms_iou <= 1:
+            raise ProposalError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.max_regions < 0:
+            raise ProposalError(f"max_regions must be >= 0, got {self.max_regions}")
+
+    @property
+    def proposer(self) -> str:
+        """'sam:<model_type>' or 'classical' (stored with every region set)."""
+        return f"sam:{self.model_type}" if self.model_type else "classical"
+
+    def canonical(self) -> dict:
+        """The fields that determine the output. The device does not (same weights, same
+        result up to float noise); the checkpoint counts by file name, so moving the weights
+        to another directory keeps the hash (SAM release files carry a content suffix)."""
+        d = asdict(self)
+        d.pop("device")
+        if d["checkpoint"] is not None:
+            d["checkpoint"] = Path(d["checkpoint"]).name
+        return d
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProposerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ProposalError(f"unknown proposer config keys: {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class Region:
+    """One proposed region. `mask` is bool [H, W] on the source grid."""
+
+    kind: str                               # 'edit' | 'context' | 'background'
+    mask: np.ndarray
+    bbox: tuple[int, int, int, int]         # x1, y1, x2, y2 (exclusive)
+    area: int                               # pixels
+    proposed_on: str                        # 'source' | 'edited' | 'both' | 'derived'
+    proposer: str                           # 'sam:vit_b', 'classical', ...
+    config_hash: str
+    predicted_iou: float | None = None      # SAM's own quality estimate
+    stability_score: float | None = None
+    change_fraction: float | None = None    # fraction of the region inside the change map
+    region_id: str | None = None            # set once stored
+
+    def to_record(self) -> dict:
+        """JSON-able form (the dataset export's region fields): mask as COCO RLE, bbox as
+        [x1, y1, x2, y2] exclusive."""
+        from warehouse.masks import encode
+
+        return {"region_id": self.region_id, "kind": self.kind, "mask": encode(self.mask),
+                "bbox": list(self.bbox), "area": self.area, "proposed_on": self.proposed_on,
+                "proposer": self.proposer, "config_hash": self.config_hash,
+                "predicted_iou": self.predicted_iou, "stability_score": self.stability_score,
+                "change_fraction": self.change_fraction}
+
+
+def stack_masks(regions: list[Region]) -> np.ndarray:
+    """Masks of a region set as bool [K, H, W] (background included, last), the layout the
+    reward model and credit assignment take."""
+    return np.stack([r.mask for r in regions])
+
+
+@dataclass
+class Candidate:
+    """A mask before post-processing (NMS, caps, background)."""
+
+    kind: str
+    mask: np.ndarray
+    proposed_on: str
+    score: float                            # priority within its kind (higher first)
+    predicted_iou: float | None = None
+    stability_score: float | None = None
+
+
+def check_image(image: np.ndarray, what: str) -> np.ndarray:
+    """Validate an RGB image: uint8 [H, W, 3] with both sides >= MIN_SIDE. Returns it contiguous."""
+    if not isinstance(image, np.ndarray):
+        raise ProposalError(f"{what} must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ProposalError(f"{what} must be RGB [H, W, 3], got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ProposalError(f"{what} must be uint8 0..255, got dtype {image.dtype}")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise ProposalError(
+            f"{what} is {w}x{h} px, smaller than the {MIN_SIDE} px minimum side "
+            "(the SAM patch size); upsample it or drop the sample")
+    return np.ascontiguousarray(image)
