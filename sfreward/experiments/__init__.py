@@ -1,0 +1,1 @@
+"""Small experiments the platform runs on itself (`sfr experiment ...`)."""
