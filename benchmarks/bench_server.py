@@ -2,7 +2,7 @@
 
 Workload: a tiny SFReward model (random weights, seeded; SFRewardConfig defaults at
 --image-size), requests of --group rollouts of a 256x256 real photo (skimage) with two supplied
-regions + background, images sent as base64 PNG. For each server mode the server runs in its own
+regions + background, images sent base64-encoded as --format (npy: the client's default; png). For each server mode the server runs in its own
 subprocess (uvicorn, so the load generator does not share its GIL); the load generator keeps
 `concurrency` requests in flight (asyncio + httpx) for --seconds after a warm-up and records
 each request's latency. Both modes run in the same invocation, interleaved per concurrency.
@@ -18,6 +18,7 @@ import asyncio
 import base64
 import datetime as dt
 import io
+import json
 import os
 import platform
 import secrets
@@ -55,7 +56,7 @@ def serve(args: argparse.Namespace) -> None:
                 access_log=False)
 
 
-def payload(group: int) -> dict:
+def payload(group: int, fmt: str) -> dict:
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -69,10 +70,10 @@ def payload(group: int) -> dict:
         e[40 + 8 * k: 120, 60: 160] = (30 * k % 255, 200, 90)
         edits.append(e)
 
+    from sfreward.client import encode_image
+
     def b64(a):
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, "PNG", compress_level=1)
-        return base64.b64encode(buf.getvalue()).decode()
+        return base64.b64encode(encode_image(a, fmt)).decode()
 
     m1 = np.zeros((256, 256), bool)
     m1[40:120, 60:160] = True
@@ -82,19 +83,20 @@ def payload(group: int) -> dict:
             "regions": [{"kind": "edit", "mask": masks.encode(m1)}, {"kind": "context", "mask": masks.encode(m2)}]}
 
 
-async def load(url: str, token: str, body: dict, concurrency: int, seconds: float, group: int) -> dict:
+async def load(url: str, token: str, body: bytes, concurrency: int, seconds: float, group: int) -> dict:
     import httpx
 
     lat: list[float] = []
     errors = 0
-    headers = {"Authorization": f"Bearer {token}"}
+    # The body is serialized once: the load generator shares the 2 cores with the server.
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits) as client:
         async def one() -> None:
             nonlocal errors
             t = time.perf_counter()
-            r = await client.post("/v1/score_group", json=body)
-            ok = r.status_code == 200 and r.json()["n_valid"] == group
+            r = await client.post("/v1/score_group", content=body)
+            ok = r.status_code == 200 and b'"n_valid":%d' % group in r.content.replace(b" ", b"")
             if ok:
                 lat.append(time.perf_counter() - t)
             else:
@@ -119,6 +121,47 @@ async def load(url: str, token: str, body: dict, concurrency: int, seconds: floa
     return {"n": len(lat), "errors": errors, "rps": len(lat) / elapsed,
             "p50": 1000 * statistics.median(lat), "p99": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
             "mean_batch": items / max(1, calls)}
+
+
+def breakdown(body: bytes, args: argparse.Namespace) -> dict:
+    """In-process cost per request of the server's stages (median ms), same model and payload:
+    where the time goes, and the best batched/unbatched ratio those costs allow (Amdahl)."""
+    import torch
+
+    from sfreward.inference import Scorer, ScorerConfig
+    from sfreward.model import SFRewardConfig, SFRewardModel
+    from sfreward.server.app import ServerConfig, _prepare, _response
+    from sfreward.server.payload import parse_json
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = SFRewardModel(SFRewardConfig(image_size=args.image_size)).eval()
+    scorer = Scorer(model, "bench", "cpu", config=ScorerConfig(batch_size=args.max_batch))
+    cfg = ServerConfig(token="x" * 16, max_group_size=16)
+
+    def med(fn, n=15):
+        fn()
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            out = fn()
+            ts.append(time.perf_counter() - t)
+        return 1000 * statistics.median(ts), out
+
+    t_parse, (req, src, edits) = med(lambda: parse_json(body, cfg.max_group_size))
+    t_prep, (prep, regions, rsrc) = med(lambda: _prepare(scorer, cfg, req, src, edits))
+    one = prep[:1]
+    t_m1, res = med(lambda: scorer.score_prepared(one))
+    full = (prep * args.max_batch)[:args.max_batch]
+    t_mb, _ = med(lambda: scorer.score_prepared(full), n=5)
+    res = scorer.score_prepared(prep)
+    t_resp, _ = med(lambda: json.dumps(_response(res, regions, rsrc, req, "bench")))
+    other = t_parse + t_prep + t_resp
+    per_item_b = t_mb / args.max_batch
+    g = args.group
+    return {"parse": t_parse, "prepare": t_prep, "response": t_resp, "model_b1": t_m1,
+            "model_per_item_batched": per_item_b,
+            "ceiling": (other + g * t_m1) / (other + g * per_item_b)}
 
 
 def start_server(max_batch: int, args: argparse.Namespace, token: str) -> tuple[subprocess.Popen, str]:
@@ -153,13 +196,14 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the server")
     ap.add_argument("--group", type=int, default=2, help="rollouts per request")
+    ap.add_argument("--format", default="npy", choices=["npy", "png"], help="how images travel")
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per configuration")
     args = ap.parse_args()
     if args.serve:
         return serve(args)
 
     token = secrets.token_urlsafe(24)
-    body = payload(args.group)
+    body = json.dumps(payload(args.group, args.format)).encode()
     servers = {"unbatched": start_server(1, args, token), "batched": start_server(args.max_batch, args, token)}
     results: dict[tuple[str, int], dict] = {}
     try:
@@ -174,6 +218,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
 
+    bd = breakdown(body, args)
+    print({k: round(v, 2) for k, v in bd.items()}, flush=True)
     ratio = results[("batched", 32)]["rps"] / results[("unbatched", 32)]["rps"]
     import torch
 
@@ -185,11 +231,11 @@ def main() -> None:
         f"{args.threads} intra-op thread(s) in the server; load average at the end "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"- command: `cd /work/main && .venv/bin/python benchmarks/bench_server.py --seconds {args.seconds:g} "
-        f"--group {args.group} --image-size {args.image_size} --max-batch {args.max_batch} "
+        f"--group {args.group} --format {args.format} --image-size {args.image_size} --max-batch {args.max_batch} "
         f"--max-wait-ms {args.max_wait_ms:g} --threads {args.threads}`",
         f"- workload: tiny SFReward model (random weights, {args.image_size}px input), requests of "
         f"{args.group} rollouts of a 256x256 photo (skimage chelsea) with 2 supplied regions + background, "
-        "base64 PNG; server in its own process (uvicorn), asyncio+httpx load generator keeping `c` requests "
+        f"images as base64 {args.format}; server in its own process (uvicorn), asyncio+httpx load generator keeping `c` requests "
         f"in flight for {args.seconds:g} s after a warm-up; every response checked (200, all rollouts valid)",
         f"- modes: batched = max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms; unbatched = max batch 1 "
         "(same server code, one item per model call)",
@@ -205,6 +251,24 @@ def main() -> None:
     lines += ["", "| concurrency | batched / unbatched req/s |", "|---:|---:|"]
     for c in CONCURRENCY:
         lines.append(f"| {c} | {results[('batched', c)]['rps'] / results[('unbatched', c)]['rps']:.2f}x |")
+    lines += [
+        "", "Where a request's server time goes (in-process, same model and payload, median ms, "
+        "measured after the load runs):", "",
+        "| stage | ms |", "|---|---:|",
+        f"| parse JSON + base64 ({args.group} rollouts + source) | {bd['parse']:.1f} |",
+        f"| prepare (decode, regions, resize to the model) | {bd['prepare']:.1f} |",
+        f"| response (credit advantages, JSON) | {bd['response']:.1f} |",
+        f"| model call, 1 rollout | {bd['model_b1']:.1f} |",
+        f"| model, per rollout in a batch of {args.max_batch} | {bd['model_per_item_batched']:.1f} |",
+        "", f"Batching only shortens the model part: with these costs the best possible batched/unbatched "
+        f"ratio for requests of {args.group} rollouts is {bd['ceiling']:.2f}x (Amdahl: "
+        "(other + G * model_1) / (other + G * model_batched)), before HTTP and load-generator costs, "
+        "which both modes pay alike.",
+        "", f"Reading: the tiny model's own batching gain on this CPU is {bd['model_b1'] / bd['model_per_item_batched']:.1f}x "
+        "(model call for 1 rollout vs per rollout in a full batch), and decoding/resizing the uploads costs about as "
+        "much as the model, so a 3x server-level gain cannot appear here whatever the batcher does. Batching pays "
+        "where the per-call overhead dominates the per-rollout work (a GPU, where one call of 32 costs little more "
+        "than one call of 1; no GPU was available to this run)."]
     lines += ["", f"Target: batched >= 3x unbatched req/s at concurrency 32 -> "
                   f"{ratio:.2f}x, {'met' if ratio >= 3 else 'NOT met'}.", ""]
     out = ROOT / "benchmarks" / "results" / "server.md"

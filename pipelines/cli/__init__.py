@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-GROUPS = ["core", "regions", "annotation", "dataset", "models", "serving", "demo"]
+GROUPS = ["core", "regions", "annotation", "dataset", "models", "serving", "demo", "rundemo"]
 
 
 class CLIError(Exception):
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # per-request chatter of HTTP clients and migrations hides progress
+        for noisy in ("httpx", "httpcore", "alembic", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,0 +1,157 @@
+"""`sfr score` (one sample, JSON out) and `sfr serve` (the reward server)."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from pipelines.cli import CLIError, print_json
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("score", help="score one edit with the SFReward model (JSON)")
+    p.add_argument("--source", required=True, help="source image file")
+    p.add_argument("--edited", required=True, help="edited image file")
+    p.add_argument("--instruction", required=True)
+    p.add_argument("--regions", default=None,
+                   help="JSON file: a list of regions {kind, mask (COCO RLE) | bbox, region_id?} on the "
+                        "source; default: proposed (when a proposer is installed), else the whole image")
+    p.add_argument("--model", default="production", help="registry alias/model id, or a model directory")
+    p.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available)")
+    p.set_defaults(func=cmd_score)
+
+    s = subparsers.add_parser("serve", help="run the reward server (HTTP)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8700)
+    s.add_argument("--model", default="production", help="registry alias/model id, or a model directory")
+    s.add_argument("--device", default=None)
+    s.add_argument("--token-file", default=None,
+                   help="file holding the bearer token (outside the repository, not group/world readable); "
+                        "default: $SFR_SERVER_TOKEN")
+    s.add_argument("--max-batch", type=int, default=32, help="items per model call")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="batching wait for the oldest item")
+    s.add_argument("--max-queue", type=int, default=256, help="items waiting; more -> 503")
+    s.add_argument("--max-group", type=int, default=64, help="rollouts per request")
+    s.add_argument("--max-request-mb", type=float, default=64.0)
+    s.add_argument("--chunk", type=int, default=None, help="items per model call inside a batch "
+                                                           "(default: --max-batch)")
+    s.add_argument("--no-propose", action="store_true", help="never propose regions (whole image "
+                                                             "when the client sends none)")
+    s.add_argument("--capture-rate", type=float, default=0.0,
+                   help="fraction of scored rollouts kept for annotation, most uncertain first (0 = off)")
+    s.add_argument("--capture-window", type=int, default=1000, help="rollouts per capture batch")
+    s.set_defaults(func=cmd_serve)
+
+
+def _load_regions(path: str | None) -> list | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CLIError(f"--regions: file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise CLIError(f"--regions: {path} is not valid JSON ({e})") from None
+    if isinstance(data, dict) and "regions" in data:
+        data = data["regions"]
+    if not isinstance(data, list):
+        raise CLIError(f"--regions: {path} must hold a list of regions (or {{'regions': [...]}})")
+    return data
+
+
+def _load_scorer(args: argparse.Namespace, batch_size: int | None = None):
+    from sfreward.inference import ScorerConfig, load
+
+    try:
+        cfg = ScorerConfig(batch_size=batch_size) if batch_size else None
+        return load(args.model, home=args.home, device=args.device, config=cfg)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError, ImportError) as e:
+        raise CLIError(f"--model {args.model}: cannot load the model ({e})") from None
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from sfreward.inference import InvalidInput, decode_image, propose_regions
+
+    for flag, path in (("--source", args.source), ("--edited", args.edited)):
+        if not Path(path).is_file():
+            raise CLIError(f"{flag}: file {path} does not exist")
+    regions = _load_regions(args.regions)
+    scorer = _load_scorer(args)
+    region_source = "supplied"
+    if regions is None:
+        try:
+            src = decode_image(args.source, "--source")
+            ed = decode_image(args.edited, "--edited")
+        except InvalidInput as e:
+            raise CLIError(str(e)) from None
+        if ed.shape == src.shape:  # a size mismatch is reported by score() below
+            try:
+                regions = propose_regions(src, [ed])
+            except ValueError as e:  # ProposalError: bad input for the proposer
+                raise CLIError(f"region proposal failed: {e}") from None
+        region_source = "whole_image" if regions is None else "proposed"
+    [res] = scorer.score([args.source], [args.edited], [args.instruction], [regions])
+    out = res.to_dict()
+    out["region_source"] = region_source
+    print_json(out)
+    if not res.valid:
+        raise CLIError(f"sample could not be scored: {res.error}")
+    return 0
+
+
+def read_token(token_file: str | None) -> str:
+    """The server token from --token-file (outside the repo, private) or $SFR_SERVER_TOKEN."""
+    if token_file:
+        p = Path(token_file).expanduser().resolve()
+        if not p.is_file():
+            raise CLIError(f"--token-file: {token_file} does not exist")
+        if p.is_relative_to(REPO_ROOT):
+            raise CLIError(f"--token-file: {token_file} is inside the repository; keep secrets outside it")
+        if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise CLIError(f"--token-file: {token_file} is readable by group/others; chmod 600 it")
+        token = p.read_text().strip()
+    else:
+        token = os.environ.get("SFR_SERVER_TOKEN", "").strip()
+    if len(token) < 16:
+        raise CLIError("no usable server token: set SFR_SERVER_TOKEN or pass --token-file "
+                       "(at least 16 characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return token
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sfreward.server.app import ServerConfig, create_app
+    from sfreward.server.batcher import BatcherConfig
+    from sfreward.server.capture import CaptureConfig, RolloutCapture
+    from warehouse.workspace import Workspace
+
+    token = read_token(args.token_file)
+    try:
+        if not ipaddress.ip_address(args.host).is_loopback:
+            log.warning("serving on %s: reachable from other machines; put TLS in front of it", args.host)
+    except ValueError:
+        pass
+    scorer = _load_scorer(args, batch_size=args.chunk or args.max_batch)
+    capture = None
+    if args.capture_rate > 0:
+        try:
+            capture = RolloutCapture(Workspace.open(args.home),
+                                     CaptureConfig(rate=args.capture_rate, window=args.capture_window))
+        except ValueError as e:
+            raise CLIError(f"--capture-rate/--capture-window: {e}") from None
+    config = ServerConfig(token=token, max_request_bytes=int(args.max_request_mb * (1 << 20)),
+                          max_group_size=args.max_group, propose_regions=not args.no_propose,
+                          batch=BatcherConfig(args.max_batch, args.max_wait_ms, args.max_queue))
+    app = create_app(scorer, config, capture)
+    log.info("serving model %s on http://%s:%d", scorer.version, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                limit_concurrency=config.max_inflight_requests * 2)
+    return 0

@@ -1,0 +1,325 @@
+"""The reward server: an HTTP service scoring groups of rollouts for GRPO trainers.
+
+POST /v1/score_group  (Authorization: Bearer <token>)
+    JSON: {"instruction": str, "source": base64, "edits": [base64, ...],   (PNG/JPEG/.npy bytes)
+           "regions": [{"kind", "mask": COCO RLE | "bbox": [x1, y1, x2, y2], "region_id"?}]?,
+           "group_id"?: str, "metadata"?: {...}, "std"?: "group" | "global", "capture"?: bool}
+    or multipart/form-data with files `source`, `edits` (repeated) and fields `instruction`,
+    `regions` (JSON text), `group_id`, `metadata` (JSON text), `std`, `capture`.
+    Regions are defined once per group on the source: supplied by the client, else proposed by
+    `sfreward.regions.propose_group` (when installed), else the whole image.
+    -> {"model_version", "group_id", "regions": [{region_id, kind, bbox, area, mask}],
+        "region_source": "supplied" | "proposed" | "whole_image",
+        "items": [ItemScore dict + "index"], "valid": [G], "rewards": [G][K] | null rows,
+        "advantages": [G][K] | null rows, "n_valid"}
+GET /health, GET /version (no auth; nothing secret).
+
+Every response carries the model version (header X-Model-Version, and in JSON bodies).
+Errors are JSON {"error": {"status", "message"}, "model_version"}: 400 malformed payload,
+401 missing/wrong token, 413 body too large, 415 content type, 422 invalid content,
+503 (+ Retry-After) when the queue is full.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from sfreward.inference import InvalidInput, ItemScore, Scorer, decode_image, normalize_regions, propose_regions
+from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull
+from sfreward.server.capture import RolloutCapture
+from sfreward.server.payload import BodyTooLarge, HTTPError, ScoreGroupRequest, parse_request
+from warehouse import masks as mask_codec
+
+log = logging.getLogger(__name__)
+API_VERSION = "v1"
+_PROPOSE_LOCK = threading.Lock()
+
+
+@dataclass
+class ServerConfig:
+    token: str                                  # Bearer token clients must send
+    max_request_bytes: int = 64 << 20           # whole request body
+    max_group_size: int = 64                    # rollouts per request
+    max_inflight_requests: int = 128            # requests being parsed/scored at once
+    retry_after_s: int = 1                      # advertised on 503
+    propose_regions: bool = True                # propose when the client sends none
+    proposer_config: Any = None                 # sfreward.regions.ProposerConfig (None = default)
+    batch: BatcherConfig = field(default_factory=BatcherConfig)
+
+    def __post_init__(self) -> None:
+        if not self.token or len(self.token) < 8:
+            raise ValueError("server token must be at least 8 characters")
+        if self.max_group_size > self.batch.max_queue:
+            # A group the queue can never hold would get 503 forever.
+            raise ValueError(f"max_group_size ({self.max_group_size}) must not exceed the batch queue "
+                             f"({self.batch.max_queue})")
+
+
+class EdgeMiddleware:
+    """Outermost layer: stamps X-Model-Version on every response, and refuses bodies over
+    `max_bytes`: by Content-Length up front, and while streaming for chunked uploads (the
+    endpoint's read raises BodyTooLarge -> 413)."""
+
+    def __init__(self, app: Any, max_bytes: int, version: str):
+        self.app, self.max_bytes, self.version = app, max_bytes, version
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
+                resp = _error(413, f"request body of {int(v):,} bytes exceeds the limit of "
+                                   f"{self.max_bytes:,} bytes", self.version)
+                return await resp(scope, receive, send)
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge()
+            return msg
+
+        async def versioned_send(msg: dict) -> None:
+            if msg["type"] == "http.response.start":
+                headers = [(k, v) for k, v in msg.get("headers", []) if k.lower() != b"x-model-version"]
+                msg = {**msg, "headers": headers + [(b"x-model-version", self.version.encode())]}
+            await send(msg)
+
+        await self.app(scope, limited_receive, versioned_send)
+
+
+def _error(status: int, message: str, version: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}, "model_version": version},
+                        status_code=status, headers=headers)
+
+
+def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | None = None) -> FastAPI:
+    """The ASGI app. The batcher starts/stops with the app's lifespan."""
+    batcher: DynamicBatcher = DynamicBatcher(scorer.score_prepared, config.batch)
+    state = {"inflight": 0}
+    version = scorer.version
+    token = config.token.encode()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            if capture is not None:
+                await asyncio.to_thread(capture.flush)
+
+    app = FastAPI(title="SFReward reward server", version=API_VERSION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher, app.state.capture, app.state.scorer = batcher, capture, scorer
+
+    app.add_middleware(EdgeMiddleware, max_bytes=config.max_request_bytes, version=version)
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, e: HTTPError):
+        return _error(e.status, e.message, version, e.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, e: BodyTooLarge):
+        return _error(413, f"request body exceeds the limit of {config.max_request_bytes:,} bytes", version)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, e: Exception):
+        log.error("internal error on %s: %s: %s", request.url.path, type(e).__name__, e)
+        return _error(500, "internal server error", version)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, e: Exception):
+        return _error(404, f"no route {request.method} {request.url.path}", version)
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, e: Exception):
+        return _error(405, f"method {request.method} not allowed on {request.url.path}", version)
+
+    @app.get("/health")
+    async def health():
+        st = batcher.stats
+        return {"status": "ok", "model_version": version, "queue": batcher.pending,
+                "max_queue": config.batch.max_queue, "inflight": state["inflight"],
+                "model_calls": st.calls, "items_scored": st.items, "max_batch_seen": st.max_batch_seen}
+
+    @app.get("/version")
+    async def version_info():
+        return {"model_version": version, "api": API_VERSION, "image_size": list(scorer.image_size),
+                "max_batch_size": config.batch.max_batch_size, "max_group_size": config.max_group_size,
+                "max_request_bytes": config.max_request_bytes}
+
+    def check_auth(request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        # compare_digest on bytes: constant time whatever the given token is.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+            raise HTTPError(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+    @app.post("/v1/score_group")
+    async def score_group(request: Request):
+        check_auth(request)
+        if state["inflight"] >= config.max_inflight_requests:
+            raise HTTPError(503, "server busy: too many requests in flight",
+                            {"Retry-After": str(config.retry_after_s)})
+        state["inflight"] += 1
+        try:
+            req, source, edits = await parse_request(request, config.max_group_size, config.max_request_bytes)
+            if not batcher.has_room(len(edits)):
+                raise HTTPError(503, f"queue full ({batcher.pending} of {config.batch.max_queue} items)",
+                                {"Retry-After": str(config.retry_after_s)})
+            prepared, regions_out, region_source = await asyncio.to_thread(
+                _prepare, scorer, config, req, source, edits)
+            todo = [i for i, p in enumerate(prepared) if not isinstance(p, InvalidInput)]
+            try:
+                scored = await batcher.submit([prepared[i] for i in todo])
+            except QueueFull as e:
+                raise HTTPError(503, f"queue full: {e}", {"Retry-After": str(config.retry_after_s)}) from None
+            results: list[ItemScore] = [ItemScore(valid=False, error=str(p), model_version=version)
+                                        if isinstance(p, InvalidInput) else None for p in prepared]  # type: ignore
+            for i, s in zip(todo, scored):
+                results[i] = s
+            body = await asyncio.to_thread(_response, results, regions_out, region_source, req, version)
+            if capture is not None and req.capture and capture.enabled:
+                # After the response is built; encoding/writing happens off the event loop.
+                asyncio.get_running_loop().run_in_executor(
+                    None, _offer, capture, source, edits, results, req)
+            return JSONResponse(body)  # skips jsonable_encoder: the body is plain JSON types
+        finally:
+            state["inflight"] -= 1
+
+    return app
+
+
+def _offer(capture: RolloutCapture, source: bytes, edits: list[bytes], results: list[ItemScore],
+           req: ScoreGroupRequest) -> None:
+    try:
+        capture.offer(source, edits, results, req.instruction, req.group_id, req.metadata)
+    except Exception:  # capture must never break serving
+        log.exception("rollout capture failed")
+
+
+def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, source: bytes,
+             edits: list[bytes]) -> tuple[list, list[dict], str]:
+    """Decode, propose or check regions once for the group, resize. Runs in a worker thread."""
+    try:
+        src = decode_image(source, "source", scorer.config.max_pixels)
+    except InvalidInput as e:
+        raise HTTPError(422, str(e)) from None
+    decoded: list[np.ndarray | InvalidInput] = []
+    for j, e in enumerate(edits):
+        try:
+            decoded.append(decode_image(e, f"edits[{j}]", scorer.config.max_pixels))
+        except InvalidInput as err:
+            decoded.append(err)
+    if req.regions is not None:
+        regions: list | None = [r.model_dump() for r in req.regions]
+        region_source = "supplied"
+    else:
+        regions = None
+        if config.propose_regions:
+            ok = [d for d in decoded if isinstance(d, np.ndarray) and d.shape == src.shape]
+            if ok:  # with no usable edit every item is invalid anyway
+                try:
+                    # One proposal at a time: SAM is shared per process and not thread-safe.
+                    with _PROPOSE_LOCK:
+                        regions = propose_regions(src, ok, config.proposer_config)
+                except Exception as e:  # proposer failure is this group's problem, reported clearly
+                    raise HTTPError(422, f"region proposal failed on the source: {e}") from None
+        region_source = "proposed" if regions is not None else "whole_image"
+    try:
+        norm = normalize_regions(regions, src.shape[0], src.shape[1])
+    except InvalidInput as e:
+        raise HTTPError(422, f"regions: {e}") from None
+    prepared = scorer.prepare_group(src, decoded, req.instruction, norm)
+    regions_out = [{"region_id": r.region_id, "kind": r.kind, "bbox": _bbox(r.mask), "area": int(r.mask.sum()),
+                    "mask": mask_codec.encode(r.mask)} for r in norm]
+    return prepared, regions_out, region_source
+
+
+def _bbox(m: np.ndarray) -> list[int]:
+    return list(mask_codec.bbox_xyxy(m))
+
+
+def _response(results: list[ItemScore], regions_out: list[dict], region_source: str,
+              req: ScoreGroupRequest, version: str) -> dict:
+    from sfreward.credit import region_advantages
+
+    k = len(regions_out)
+    valid = [r.valid for r in results]
+    rewards = torch.tensor([r.rewards if r.valid else [0.0] * k for r in results], dtype=torch.float32)
+    vmask = torch.tensor([[v] * k for v in valid], dtype=torch.bool)
+    ra = region_advantages(rewards, vmask, std=req.std)
+    # An entry without an advantage (invalid item; zero-spread region without a whole-image
+    # fallback) is null, never 0: the trainer must not mistake it for "average".
+    adv = [[a if m else None for a, m in zip(ar, mr)] if v else None
+           for ar, mr, v in zip(ra.advantages.tolist(), ra.mask.tolist(), valid)]
+    items = []
+    for i, r in enumerate(results):
+        d = r.to_dict()
+        d.pop("model_version", None)
+        items.append({"index": i, **d})
+    return {
+        "model_version": version,
+        "group_id": req.group_id,
+        "regions": regions_out,
+        "region_source": region_source,
+        "items": items,
+        "valid": valid,
+        "n_valid": int(sum(valid)),
+        "rewards": [r.rewards if r.valid else None for r in results],
+        "advantages": adv,
+        "advantage_fallback": [f if v else None for f, v in zip(ra.fallback.tolist(), valid)],
+    }
+
+
+# --------------------------------------------------------------------------- running
+class BackgroundServer:
+    """uvicorn in a daemon thread on an already-bound socket (no port race). For tests,
+    benchmarks and notebooks; `sfr serve` runs uvicorn in the foreground."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, **uvicorn_kwargs: Any):
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.app = app
+        self.host, self.port = host, self.sock.getsockname()[1]
+        cfg = uvicorn.Config(app, log_level="warning", access_log=False, **uvicorn_kwargs)
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("reward server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()

@@ -1,0 +1,160 @@
+"""sfreward.load / Scorer.score: input types, chunking, resizing, valid flags, region rewards."""
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sfreward.client import encode_image
+from sfreward.inference import InvalidInput, Scorer, ScorerConfig, decode_image, normalize_regions, resize_masks
+from tests.fixtures.serving import box_regions, edits_of, photo, png
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_import_sfreward_stays_light():
+    code = "import sys, sfreward; assert 'torch' not in sys.modules; print(callable(sfreward.load))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_load_by_path_versions_the_weights(tiny_model_dir, tiny_scorer):
+    name, digest = tiny_scorer.version.split("@")
+    assert name == tiny_model_dir.name and len(digest) == 12
+    assert tiny_scorer.image_size == (64, 64)
+
+
+def test_region_rewards_follow_the_formula(tiny_scorer):
+    src = photo("astronaut", 96)
+    [res] = tiny_scorer.score([src], edits_of(src, 1), "make the box red", [box_regions(96, 96)])
+    assert res.valid and res.error is None
+    assert [r.kind for r in res.regions] == ["edit", "context", "background"]
+    aes = min(res.naturalness, res.artifacts)
+    assert res.aes == pytest.approx(aes)
+    for r in res.regions:
+        phi = r.preserve if r.kind == "background" else min(r.success, r.preserve)
+        assert r.phi == pytest.approx(phi)
+        assert r.reward == pytest.approx(math.sqrt(phi * aes) / 25)
+        assert 0 <= r.reward <= 1
+    assert res.background is res.regions[-1]
+    # the background is the complement of the other two boxes
+    assert res.background.area == 96 * 96 - res.regions[0].area - res.regions[1].area
+    d = res.to_dict()
+    assert d["rewards"] == res.rewards and d["background"]["kind"] == "background"
+
+
+def test_bad_items_are_invalid_and_the_rest_is_scored(tiny_scorer):
+    src = photo("chelsea", 64)
+    good = edits_of(src, 2)
+    wrong_mask = [{"kind": "edit", "mask": np.ones((10, 10), bool)}]
+    items = [
+        (src, good[0], "recolour", None),
+        (src, b"\x89PNG broken", "recolour", None),
+        (src, photo("chelsea", 32), "recolour", None),
+        (src, good[1], "   ", None),
+        (src, good[1], "recolour", wrong_mask),
+        (np.zeros((64, 64), np.float32), good[1], "recolour", None),
+        (src, good[1], "recolour", [{"kind": "sky", "bbox": [0, 0, 5, 5]}]),
+        (src, good[1], "recolour", None),
+    ]
+    res = tiny_scorer.score(*[list(x) for x in zip(*items)])
+    assert [r.valid for r in res] == [True, False, False, False, False, False, False, True]
+    assert "edits[1]: cannot decode image bytes" in res[1].error
+    assert "edits[2]: size 32x32 differs from the source's 64x64" in res[2].error
+    assert "item 3: instruction" in res[3].error
+    assert "item 4: region 0: mask is (10, 10)" in res[4].error
+    assert "sources[5]: array must be uint8" in res[5].error
+    assert "item 6: region 0: kind must be one of" in res[6].error
+    assert all(r.regions == [] and r.model_version == tiny_scorer.version for r in res if not r.valid)
+    # invalid neighbours change nothing for the valid items
+    alone = tiny_scorer.score([src, src], [good[0], good[1]], "recolour")
+    assert res[0].rewards == pytest.approx(alone[0].rewards, abs=1e-5)
+    assert res[7].rewards == pytest.approx(alone[1].rewards, abs=1e-5)
+
+
+def test_any_batch_size_in_chunks_gives_the_same_scores(tiny_scorer):
+    src = photo("coffee", 64)
+    edits = edits_of(src, 11, seed=1)
+    calls = []
+
+    class Counting:
+        config = tiny_scorer.model.config
+
+        def predict(self, s, e, instr, masks):
+            calls.append(s.shape[0])
+            return tiny_scorer.model.predict(s, e, instr, masks)
+
+    small = Scorer(Counting(), "v", "cpu", config=ScorerConfig(batch_size=4))
+    a = small.score([src] * 11, edits, "brighten")
+    assert calls == [4, 4, 3]
+    b = tiny_scorer.score([src] * 11, edits, "brighten")
+    for x, y in zip(a, b):
+        assert x.rewards == pytest.approx(y.rewards, abs=1e-5)
+        assert x.overall == pytest.approx(y.overall, abs=1e-4)
+    assert tiny_scorer.score([], [], []) == []
+
+
+def test_input_types_and_sizes_agree(tiny_scorer, tmp_path):
+    src = photo("rocket", 128)
+    [ed] = edits_of(src, 1, seed=2)
+    f = tmp_path / "edit.png"
+    Image.fromarray(ed).save(f)
+    tensor = torch.from_numpy(ed).permute(2, 0, 1).float() / 255
+    forms = [ed, png(ed), Image.fromarray(ed), str(f), tensor, encode_image(tensor, "npy")]
+    res = tiny_scorer.score([src] * len(forms), forms, "recolour the box")
+    assert all(r.valid for r in res), [r.error for r in res]
+    for r in res[1:]:
+        assert r.rewards == pytest.approx(res[0].rewards, abs=1e-4)
+    # RGBA and grayscale inputs are converted, not refused
+    rgba = np.dstack([ed, np.full(ed.shape[:2], 255, np.uint8)])
+    gray = np.asarray(Image.fromarray(ed).convert("L"))
+    res2 = tiny_scorer.score([src, np.asarray(Image.fromarray(src).convert("L"))], [rgba, gray], "x")
+    assert all(r.valid for r in res2)
+
+
+def test_small_region_survives_downsampling_and_background_is_added():
+    m = np.zeros((512, 512), bool)
+    m[10:14, 10:14] = True                      # 4x4 px: under half of any 8x8 model pixel
+    big = np.zeros((512, 512), bool)
+    big[:, 256:] = True
+    out = resize_masks(np.stack([m, big]), (64, 64))
+    assert out.shape == (2, 64, 64)
+    assert out[0].sum() >= 1 and out[0][:3, :3].any()
+    assert out[1][:, 32:].all() and not out[1][:, :32].any()
+    regs = normalize_regions([{"kind": "edit", "mask": big}], 512, 512)
+    assert [r.kind for r in regs] == ["edit", "background"]
+    assert (regs[1].mask == ~big).all()
+    # regions covering everything: no empty background added
+    full = normalize_regions([{"kind": "edit", "mask": np.ones((8, 8), bool)}], 8, 8)
+    assert [r.kind for r in full] == ["edit"]
+    assert [r.kind for r in normalize_regions(None, 8, 8)] == ["background"]
+
+
+def test_npy_uploads_are_checked_before_allocation():
+    img = photo("coffee", 32)
+    assert (decode_image(encode_image(img, "npy")) == img).all()
+    good = encode_image(img, "npy")
+    header_end = good.index(b"\n") + 1
+    # a forged header claiming a huge image: refused by the pixel limit, nothing allocated
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "|u1", "fortran_order": False, "shape": (99999, 9999, 3)})
+    with pytest.raises(InvalidInput, match="exceeds the limit"):
+        decode_image(hdr.getvalue() + good[header_end:], "edits[0]", max_pixels=1_000_000)
+    with pytest.raises(InvalidInput, match="needs 3072"):
+        decode_image(good[:-5], "edits[0]")
+    buf = io.BytesIO()
+    np.save(buf, img.astype(np.float32))
+    with pytest.raises(InvalidInput, match="must be uint8"):
+        decode_image(buf.getvalue(), "edits[0]")
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidInput, match="edits\\[0\\]"):
+        decode_image(buf.getvalue(), "edits[0]")
