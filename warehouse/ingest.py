@@ -195,7 +195,11 @@ class _Validator:
             data, name = inline, f"{key} (row {row.number})"
         else:
             path = _resolve_inside(self.base, row.fields.get(key), key)
-            data, name = path.read_bytes(), f"{key} {row.fields.get(key)!r}"
+            name = f"{key} {row.fields.get(key)!r}"
+            try:
+                data = path.read_bytes()
+            except OSError as e:  # unreadable input: this row only
+                raise RowRejected(f"{name}: cannot read ({e.strerror or e})") from None
         original_sha = sha256_bytes(data)
         hit = known.get(original_sha)
         if hit is not None:  # seen before: no decode needed
@@ -347,8 +351,8 @@ def ingest_path(ws: Workspace, path: str | Path, config: IngestConfig | None = N
             return row, validator.prepare(row, known), None
         except RowRejected as e:
             return row, None, str(e)
-        except OSError as e:  # unreadable file: this row only
-            return row, None, f"cannot read image: {e.strerror or e}"
+        # Anything else (disk full or read-only store, a bug) is not this row's fault: it stops
+        # the batch; chunks committed so far stay, and a rerun continues from there.
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
         for chunk in _chunks(rows, cfg.chunk_size):

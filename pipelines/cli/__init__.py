@@ -5,12 +5,18 @@ human-readable progress. Errors are reported as one line naming the input and wh
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import logging
 import sys
 
 GROUPS = ["core", "regions", "annotation", "dataset", "models", "serving", "demo", "rundemo"]
+
+
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the workspace is on a read-only file system",
+                errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+                errno.EFBIG: "file too large for this file system"}
 
 
 class CLIError(Exception):
@@ -54,6 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as e:
         print(f"sfr {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno in _DISK_ERRORS:
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            print(f"sfr {args.command}: error: {_DISK_ERRORS[e.errno]}{where}. Nothing half-written was "
+                  "committed; free space or fix permissions (or pick another --home) and rerun.", file=sys.stderr)
+            return 3
+        raise
+    except Exception as e:  # DuckDB reports disk problems as its own IOException
+        msg = str(e)
+        if type(e).__name__ == "IOException" and ("No space" in msg or "Read-only" in msg):
+            print(f"sfr {args.command}: error: the warehouse could not write: {msg.splitlines()[0]}. Nothing "
+                  "half-written was committed; free space or fix permissions and rerun.", file=sys.stderr)
+            return 3
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

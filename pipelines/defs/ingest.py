@@ -44,13 +44,24 @@ def batch_not_all_quarantined(context: dg.AssetCheckExecutionContext, workspace:
 
 
 def discover_batches(ws: Workspace) -> list[str]:
-    """Register manifests under <home>/incoming and return all known batch ids (plain function)."""
+    """Register new inputs and return all known batch ids (plain function).
+
+    Inputs: manifests (*.jsonl) and parquet datasets dropped into <home>/incoming, folders there
+    holding a manifest.jsonl, and rollouts captured by the reward server (<home>/batches/*/)."""
+    candidates = []
     for path in sorted(ws.incoming.glob("*")):
-        if path.suffix in (".jsonl", ".parquet") or (path.is_dir() and any(path.rglob("*.parquet"))):
-            try:
-                register_batch(ws, path)
-            except ValueError:
-                continue  # unreadable input: editing_samples will report it if it is ever requested
+        if path.is_file() and path.suffix in (".jsonl", ".parquet"):
+            candidates.append(path)
+        elif path.is_dir() and (path / "manifest.jsonl").is_file():
+            candidates.append(path / "manifest.jsonl")
+        elif path.is_dir() and any(path.rglob("*.parquet")):
+            candidates.append(path)
+    candidates += sorted(ws.batches.glob("*/manifest.jsonl"))
+    for path in candidates:
+        try:
+            register_batch(ws, path)
+        except ValueError:
+            continue  # unreadable input: editing_samples reports it if it is ever requested
     from warehouse.db import Warehouse
     return [r[0] for r in Warehouse.open(ws).query("SELECT batch_id FROM batches ORDER BY created_at")]
 

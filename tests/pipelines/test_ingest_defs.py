@@ -47,3 +47,19 @@ def test_sensor_registers_dropped_manifests(workspace, tmp_path):
     ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor,
                                    resources={"workspace": WorkspaceResource(home=str(workspace.home))})
     assert incoming_batches_sensor(ctx2).run_requests == []
+
+
+def test_sensor_finds_manifest_folders_and_captured_batches(workspace, tmp_path):
+    import json
+
+    from pipelines.defs.ingest import discover_batches
+
+    make_samples(workspace.incoming / "round2", names=("chelsea",), rollouts=1)
+    make_samples(workspace.batches / "capture-20261127-1", names=("rocket",), rollouts=1)
+    (workspace.incoming / "notes.txt").write_text("not a batch")
+    ids = discover_batches(workspace)
+    assert len(ids) == 2
+    sources = {r[0] for r in Warehouse.open(workspace).query("SELECT source_uri FROM batches")}
+    assert any("round2" in s for s in sources) and any("capture-" in s for s in sources)
+    assert discover_batches(workspace) == ids  # idempotent
+    json.dumps(ids)
