@@ -1,0 +1,121 @@
+"""Vision backbone (transformers SigLIP / CLIP / DINOv2 encoders) and the instruction encoder.
+
+The backbone is shared by the source and the edited image and returns the patch-token grid.
+The instruction encoder is a hashing bag-of-n-grams: no vocabulary file to ship or train, the
+same ids in every process (crc32, not Python's salted hash), and unseen words still map to a
+bucket. It is deliberately small: instructions steer which regions matter; the image pair
+carries most of the signal.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+
+import torch
+import torch.nn as nn
+
+from sfreward.model.config import SFRewardConfig
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _vision_classes(kind: str):
+    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
+                              SiglipVisionConfig, SiglipVisionModel)
+    return {"siglip": (SiglipVisionConfig, SiglipVisionModel),
+            "clip": (CLIPVisionConfig, CLIPVisionModel),
+            "dinov2": (Dinov2Config, Dinov2Model)}[kind]
+
+
+class VisionBackbone(nn.Module):
+    """pixels [B, 3, S, S] in [0, 1] -> patch tokens [B, S/p, S/p, D] (CLS dropped)."""
+
+    def __init__(self, cfg: SFRewardConfig):
+        super().__init__()
+        config_cls, model_cls = _vision_classes(cfg.backbone)
+        if cfg.backbone_path:
+            try:
+                net = model_cls.from_pretrained(cfg.backbone_path, local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"backbone_path {cfg.backbone_path!r}: cannot load a "
+                                 f"{cfg.backbone} vision model from it ({e})") from e
+        else:
+            kw = {k: v for k, v in cfg.backbone_config.items()
+                  if k not in ("model_type", "transformers_version", "architectures")}
+            kw["image_size"] = cfg.image_size
+            if cfg.backbone == "siglip":
+                kw.setdefault("vision_use_head", False)  # pooling head unused: we need patch tokens
+            net = model_cls(config_cls(**kw))
+        self.net = net
+        self.kind = cfg.backbone
+        self.patch = int(net.config.patch_size)
+        self.dim = int(net.config.hidden_size)
+        # Remember the full config so the saved model rebuilds without the pretrained path.
+        full = net.config.to_dict()
+        full.pop("transformers_version", None)
+        full.pop("architectures", None)
+        full.pop("model_type", None)
+        full.pop("_name_or_path", None)
+        cfg.backbone_config = full
+        cfg.backbone_path = None
+        self.register_buffer("mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = pixels.shape
+        gh, gw = h // self.patch, w // self.patch
+        x = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+        tokens = self.net(pixel_values=x).last_hidden_state
+        if self.kind == "clip":
+            # CLIP's post_layernorm normally only sees the CLS token; applying it to every
+            # token keeps its weights in use (DDP needs every parameter to get a gradient).
+            ln = getattr(self.net, "post_layernorm", None) or self.net.vision_model.post_layernorm
+            tokens = ln(tokens)
+        tokens = tokens[:, tokens.shape[1] - gh * gw:]  # drop CLS / register tokens
+        return tokens.reshape(b, gh, gw, self.dim)
+
+
+def hash_tokens(text: str, buckets: int, ngrams: int = 2) -> list[int]:
+    """Lower-cased word unigrams and bigrams hashed with crc32 into [1, buckets)."""
+    words = _WORD.findall(text.lower())
+    grams = list(words)
+    for n in range(2, ngrams + 1):
+        grams += [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [1 + zlib.crc32(g.encode()) % (buckets - 1) for g in grams]
+
+
+class HashingTextEncoder(nn.Module):
+    """instructions: list[str] of length B -> [B, text_dim] (mean of n-gram embeddings)."""
+
+    def __init__(self, cfg: SFRewardConfig):
+        super().__init__()
+        self.buckets = cfg.text_buckets
+        self.bag = nn.EmbeddingBag(cfg.text_buckets, cfg.text_dim, mode="mean")
+        self.proj = nn.Sequential(nn.LayerNorm(cfg.text_dim), nn.Linear(cfg.text_dim, cfg.hidden))
+
+    def encode(self, instructions: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, offsets = [], []
+        for text in instructions:
+            offsets.append(len(ids))
+            # Bucket 0 stands for "no words" so an empty instruction still has a bag.
+            ids.extend(hash_tokens(text, self.buckets) or [0])
+        return (torch.tensor(ids, dtype=torch.long, device=device),
+                torch.tensor(offsets, dtype=torch.long, device=device))
+
+    def forward(self, instructions: list[str], device: torch.device) -> torch.Tensor:
+        ids, offsets = self.encode(instructions, device)
+        return self.proj(self.bag(ids, offsets))
+
+
+def freeze_unused(module: nn.Module, run: callable) -> list[str]:
+    """Run one forward/backward and stop training parameters that got no gradient (pooling
+    heads, DINOv2's mask token): DDP then works without find_unused_parameters."""
+    module.zero_grad(set_to_none=True)
+    run().sum().backward()
+    frozen = []
+    for name, p in module.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen.append(name)
+    module.zero_grad(set_to_none=True)
+    return frozen

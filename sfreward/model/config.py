@@ -1,0 +1,78 @@
+"""Configuration of the SFReward model (saved as config.json beside the weights)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+# Tiny default backbones: fast enough for CPU tests; real runs pass a larger config or a
+# local pretrained directory (`backbone_path`).
+TINY_BACKBONE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, patch_size=8)
+
+# Pixel normalization each backbone family was trained with.
+PIXEL_STATS = {
+    "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "dinov2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass
+class SFRewardConfig:
+    """Architecture of one SFReward model.
+
+    backbone: 'siglip' | 'clip' | 'dinov2' (transformers vision encoders).
+    backbone_config: keyword arguments of the transformers vision config (hidden_size,
+        num_hidden_layers, patch_size, ...). After construction it holds the full config, so a
+        saved model rebuilds without `backbone_path`.
+    backbone_path: local directory of a pretrained transformers model to initialise the
+        backbone from (read once at construction; never downloaded).
+    image_size: square input side in pixels; inputs are resized to it.
+    hidden: width of token/region features and heads.
+    text_buckets, text_dim: hashing text encoder (see backbone.HashingTextEncoder).
+    pixel_diff: add per-patch pixel-difference statistics (|edited - source| and signed mean
+        per channel) to the token features: a cheap low-level change signal.
+    """
+
+    backbone: str = "siglip"
+    backbone_config: dict = field(default_factory=lambda: dict(TINY_BACKBONE))
+    backbone_path: str | None = None
+    image_size: int = 64
+    hidden: int = 96
+    text_buckets: int = 4096
+    text_dim: int = 64
+    pixel_diff: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in PIXEL_STATS:
+            raise ValueError(f"backbone must be one of {sorted(PIXEL_STATS)}, got {self.backbone!r}")
+        if self.image_size <= 0 or self.hidden <= 0:
+            raise ValueError("image_size and hidden must be positive")
+
+    @property
+    def pixel_mean(self) -> tuple[float, float, float]:
+        return PIXEL_STATS[self.backbone][0]
+
+    @property
+    def pixel_std(self) -> tuple[float, float, float]:
+        return PIXEL_STATS[self.backbone][1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SFRewardConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SFRewardConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SFRewardConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))

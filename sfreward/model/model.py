@@ -1,0 +1,245 @@
+"""SFReward: a region-aware reward model for image edits.
+
+One forward pass scores every region of a batch of (source, edited, instruction) triples:
+
+1. The shared vision backbone turns source and edited images into patch-token grids
+   [B, g, g, D]; per-token features are (edited, source, edited - source) plus optional
+   pixel-difference statistics, projected to `hidden`.
+2. Each region's mask is average-pooled onto the patch grid (coverage fraction of every
+   patch), and region features are the coverage-weighted mean of the tokens of its image.
+   Regions of all images are packed into one tensor with an index `region_image` (no Python
+   loop over regions).
+3. Heads: per region success/preserve mean and log-variance; per image naturalness and
+   artifacts; overall = softmax(region logits within the image)-weighted phi_r with
+   phi_r = min(success, preserve), preserve alone for the background. The background is each
+   image's last region (the region convention of warehouse/regions puts it last); its
+   preserve score is also returned as `background`.
+
+`forward` works in normalized units (0..1); `predict` returns the 0..25 scale of the
+interface contract (docs/architecture.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sfreward.model.backbone import HashingTextEncoder, VisionBackbone, freeze_unused
+from sfreward.model.config import SFRewardConfig
+
+SCALE = 25.0
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "model_card.json"
+LOGVAR_MIN, LOGVAR_MAX = -9.0, 2.0
+
+
+class ArtifactError(RuntimeError):
+    """A model directory is missing files or its weights do not match the recorded sha256."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(d_hidden, d_out))
+
+
+def segment_softmax(logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Softmax of logits [R] within each segment given by index [R] in [0, n)."""
+    mx = torch.full((n,), float("-inf"), dtype=logits.dtype, device=logits.device)
+    mx = mx.scatter_reduce(0, index, logits, reduce="amax", include_self=True)
+    e = torch.exp(logits - mx[index])
+    den = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, index, e)
+    return e / den[index]
+
+
+def pixel_stats(sources: torch.Tensor, edits: torch.Tensor, g: int) -> torch.Tensor:
+    """Low-level change statistics per patch: mean |edited - source| and mean signed
+    difference per channel (6), high-frequency energy |x - blur3x3(x)| of edited, source and
+    their difference (3): blur lowers it, noise raises it. [B, 3, S, S] x2 -> [B, 9, g, g]."""
+    diff = edits - sources
+    def hf(x):
+        return (x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)).abs().mean(1, keepdim=True)
+    he, hs = F.adaptive_avg_pool2d(hf(edits), g), F.adaptive_avg_pool2d(hf(sources), g)
+    return torch.cat([F.adaptive_avg_pool2d(diff.abs(), g), F.adaptive_avg_pool2d(diff, g), he, hs, he - hs], 1)
+
+
+class SFRewardModel(nn.Module):
+    def __init__(self, config: SFRewardConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = VisionBackbone(config)  # fills config.backbone_config
+        d, h = self.backbone.dim, config.hidden
+        n_pix = 9 if config.pixel_diff else 0
+        self.token_proj = nn.Sequential(nn.Linear(3 * d + n_pix, h), nn.GELU(), nn.LayerNorm(h))
+        self.text = HashingTextEncoder(config)
+        # region input: region pool, image mean, text, area fraction
+        self.region_head = _mlp(3 * h + 1, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
+        self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
+
+    # -- core --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
+                region_masks: torch.Tensor, region_image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score all regions of a batch.
+
+        sources, edits: [B, 3, S, S] in [0, 1] (S = config.image_size).
+        region_masks: [R, S, S] bool or float coverage in [0, 1], all images' regions packed.
+        region_image: [R] long, image index of each region (each image has >= 1 region).
+        Returns normalized (0..1) tensors: success_mu, success_logvar, preserve_mu,
+        preserve_logvar, region_weight: [R]; naturalness, artifacts, overall, background: [B].
+        """
+        b = sources.shape[0]
+        tok = self.backbone(torch.cat([sources, edits]))          # [2B, g, g, D]
+        ts, te = tok[:b], tok[b:]
+        feats = [te, ts, te - ts]
+        g = tok.shape[1]
+        if self.config.pixel_diff:
+            feats.append(pixel_stats(sources, edits, g).to(tok.dtype).permute(0, 2, 3, 1))  # [B, g, g, 9]
+        tokf = self.token_proj(torch.cat(feats, -1)).flatten(1, 2)  # [B, N, h]
+
+        cov = F.adaptive_avg_pool2d(region_masks.to(tokf.dtype)[:, None], g).flatten(1)  # [R, N]
+        area = cov.mean(1, keepdim=True)                                                  # [R, 1]
+        w = cov / cov.sum(1, keepdim=True).clamp_min(1e-6)
+        pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
+        img = tokf.mean(1)                                                                 # [B, h]
+        txt = self.text(instructions, tokf.device).to(tokf.dtype)                         # [B, h]
+
+        r = self.region_head(torch.cat([pooled, img[region_image], txt[region_image], area], -1))
+        s_mu, p_mu = torch.sigmoid(r[:, 0]), torch.sigmoid(r[:, 2])
+        s_lv = r[:, 1].clamp(LOGVAR_MIN, LOGVAR_MAX)
+        p_lv = r[:, 3].clamp(LOGVAR_MIN, LOGVAR_MAX)
+        weight = segment_softmax(r[:, 4].float(), region_image, b)
+        last = torch.full((b,), -1, dtype=torch.long, device=tokf.device).scatter_reduce(
+            0, region_image, torch.arange(len(region_image), device=tokf.device), reduce="amax")
+        is_bg = torch.zeros(len(region_image), dtype=torch.bool, device=tokf.device)
+        is_bg[last] = True
+        # phi_r = min(success, preserve); the background (last region) is judged on preserve
+        # alone: its success is never rated, so that head output is unconstrained there.
+        phi = torch.where(is_bg, p_mu, torch.minimum(s_mu, p_mu)).float()
+        overall = torch.zeros(b, device=tokf.device).index_add(0, region_image, weight * phi)
+        im = torch.sigmoid(self.image_head(torch.cat([img, txt], -1)).float())
+        return {"success_mu": s_mu.float(), "success_logvar": s_lv.float(),
+                "preserve_mu": p_mu.float(), "preserve_logvar": p_lv.float(),
+                "region_weight": weight, "overall": overall, "background": p_mu.float()[last],
+                "naturalness": im[:, 0], "artifacts": im[:, 1]}
+
+    # -- inference (the interface contract) --------------------------------------------
+    def pack_masks(self, masks: list[torch.Tensor], b: int, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate per-image masks [K_i, H, W] and pack them into [sum K_i, H, W] + index."""
+        if len(masks) != b:
+            raise ValueError(f"masks: expected a list of {b} tensors (one per image), got {len(masks)}")
+        for i, m in enumerate(masks):
+            if not isinstance(m, torch.Tensor) or m.ndim != 3 or m.shape[0] < 1 or tuple(m.shape[1:]) != hw:
+                shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ValueError(f"masks[{i}]: expected a tensor [K>=1, {hw[0]}, {hw[1]}], got {shape}")
+        packed = torch.cat([m.to(self.device, torch.float32) for m in masks])
+        index = torch.repeat_interleave(torch.arange(b, device=self.device),
+                                        torch.tensor([m.shape[0] for m in masks], device=self.device))
+        return packed, index
+
+    @torch.no_grad()
+    def predict(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
+                masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Scores on the 0..25 scale (see docs/architecture.md, "Model interface").
+
+        sources, edits: [B, 3, H, W] float in [0, 1]; resized here if H, W differ from
+        config.image_size. instructions: list of B strings. masks: list of B bool tensors
+        [K_i, H, W]. Returns success, preserve, success_std, preserve_std, region_image,
+        region_weight: [sum K_i]; naturalness, artifacts, overall, background: [B].
+        """
+        if sources.ndim != 4 or sources.shape[1] != 3 or sources.shape != edits.shape:
+            raise ValueError(f"sources/edits: expected equal shapes [B, 3, H, W], got "
+                             f"{tuple(sources.shape)} and {tuple(edits.shape)}")
+        b, _, h, w = sources.shape
+        if len(instructions) != b:
+            raise ValueError(f"instructions: expected {b} strings, got {len(instructions)}")
+        packed, index = self.pack_masks(masks, b, (h, w))
+        dtype = next(self.parameters()).dtype
+        src, edt = sources.to(self.device, dtype), edits.to(self.device, dtype)
+        s = self.config.image_size
+        if (h, w) != (s, s):
+            src = F.interpolate(src, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+            edt = F.interpolate(edt, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+            packed = F.interpolate(packed[:, None], size=(s, s), mode="area")[:, 0]
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.forward(src, edt, list(instructions), packed.to(dtype), index)
+        finally:
+            self.train(was_training)
+        return {
+            "success": out["success_mu"] * SCALE, "preserve": out["preserve_mu"] * SCALE,
+            "success_std": torch.exp(0.5 * out["success_logvar"]) * SCALE,
+            "preserve_std": torch.exp(0.5 * out["preserve_logvar"]) * SCALE,
+            "region_image": index, "region_weight": out["region_weight"],
+            "naturalness": out["naturalness"] * SCALE, "artifacts": out["artifacts"] * SCALE,
+            "overall": out["overall"] * SCALE, "background": out["background"] * SCALE,
+        }
+
+    # -- training helpers --------------------------------------------------------------
+    def freeze_unused_parameters(self) -> list[str]:
+        """Stop training parameters the patch-token path never uses (see backbone.freeze_unused)."""
+        s = self.config.image_size
+        x = torch.zeros(1, 3, s, s, device=self.device)
+        m = torch.ones(1, s, s, device=self.device)
+        idx = torch.zeros(1, dtype=torch.long, device=self.device)
+
+        def run():
+            out = self.forward(x, x, ["a"], m, idx)
+            return sum(v.sum() for v in out.values())
+        return freeze_unused(self, run)
+
+    # -- persistence -------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write config.json and model.safetensors into `path`; returns the weights path."""
+        from safetensors.torch import save_file
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save(path / CONFIG_FILE)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+        return path / WEIGHTS_FILE
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        verify: bool = True) -> "SFRewardModel":
+        """Load a model directory. If it has a model card with a `weights_sha256`, the
+        weights are checked against it (ArtifactError on mismatch)."""
+        from safetensors.torch import load_file
+        path = Path(path)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (path / name).is_file():
+                raise ArtifactError(f"model directory {path} has no {name}")
+        if verify and (path / CARD_FILE).is_file():
+            expected = json.loads((path / CARD_FILE).read_text()).get("weights_sha256")
+            actual = sha256_file(path / WEIGHTS_FILE)
+            if expected and actual != expected:
+                raise ArtifactError(
+                    f"model {path}: {WEIGHTS_FILE} sha256 {actual[:12]}... does not match the "
+                    f"model card ({expected[:12]}...); the artifact is corrupt or was modified")
+        try:
+            config = SFRewardConfig.load(path / CONFIG_FILE)
+        except (ValueError, TypeError) as e:
+            raise ArtifactError(f"model {path}: bad {CONFIG_FILE}: {e}") from e
+        model = cls(config)
+        try:
+            state = load_file(str(path / WEIGHTS_FILE))
+            model.load_state_dict(state, strict=True)
+        except Exception as e:  # safetensors raises its own error types
+            raise ArtifactError(f"model {path}: cannot load {WEIGHTS_FILE}: {e}") from e
+        return model.to(device).eval()

@@ -1,0 +1,250 @@
+"""The SFReward trainer: single process or DDP under torchrun, exact resume.
+
+Data order is a pure function of (seed, step): epoch e uses randperm(n, seed + e), and the
+global batch of optimizer step s is a fixed slice of it, rank r taking its part. A checkpoint
+therefore only needs the step (plus model, optimizer, scheduler and RNG states) to continue
+bit-identically. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from sfreward.model import SFRewardConfig, SFRewardModel
+from sfreward.train import losses
+from sfreward.train.config import TrainConfig
+from sfreward.train.data import RegionDataset, collate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_dir: Path | None          # None when stopped early (stop_after)
+    step: int
+    metrics: dict = field(default_factory=dict)
+
+
+def setup_distributed() -> tuple[int, int, torch.device | None]:
+    """Initialise the process group when torchrun's RANK is set. Returns (rank, world, device
+    chosen for this rank or None)."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return (dist.get_rank(), dist.get_world_size(), None) if dist.is_initialized() else (0, 1, None)
+    cuda = torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = None
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def batch_indices(n: int, step: int, micro: int, cfg: TrainConfig, rank: int, world: int) -> list[int]:
+    """Dataset indices of (step, micro-step) for this rank; see the module docstring."""
+    g_micro = cfg.batch_size * world
+    per_step = g_micro * cfg.grad_accum
+    steps_per_epoch = n // per_step
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training split has {n} samples, fewer than one global batch "
+                         f"({per_step} = batch_size x world x grad_accum)")
+    epoch, pos = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    start = pos * per_step + micro * g_micro + rank * cfg.batch_size
+    return perm[start:start + cfg.batch_size].tolist()
+
+
+def build_model(cfg: TrainConfig) -> SFRewardModel:
+    if cfg.init_from:
+        model = SFRewardModel.from_pretrained(cfg.init_from)
+    else:
+        model = SFRewardModel(SFRewardConfig.from_dict(dict(cfg.model)))
+    model.freeze_unused_parameters()
+    return model
+
+
+def build_optimizer(model: SFRewardModel, cfg: TrainConfig):
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((name.startswith("backbone."), p.ndim >= 2), []).append(p)
+    param_groups = [{"params": ps, "lr": cfg.lr * (cfg.backbone_lr_scale if bb else 1.0),
+                     "weight_decay": cfg.weight_decay if decay else 0.0}
+                    for (bb, decay), ps in sorted(groups.items())]
+    opt = torch.optim.AdamW(param_groups, lr=cfg.lr)
+
+    def schedule(step: int) -> float:  # linear warmup, cosine to 10%
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def compute_loss(model, batch: dict, cfg: TrainConfig, device: torch.device, amp: bool) -> tuple[torch.Tensor, dict]:
+    """Loss to backpropagate on this rank (see losses.py) and global values for reporting."""
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(batch["sources"].to(device), batch["edits"].to(device), batch["instructions"],
+                    batch["masks"].to(device), batch["region_image"].to(device))
+    tg = batch["targets"].to(device)
+    itg = batch["image_targets"].to(device)
+    w = losses.world()
+    nll_s, nll_n = losses.gaussian_nll_sum(out["success_mu"], out["success_logvar"], tg[:, 0], cfg.nll_beta)
+    nll_p, nll_pn = losses.gaussian_nll_sum(out["preserve_mu"], out["preserve_logvar"], tg[:, 1], cfg.nll_beta)
+    img_pred = torch.stack([out["overall"], out["naturalness"], out["artifacts"]], 1)
+    img_s, img_n = losses.mse_sum(img_pred, itg)
+    rank_s, rank_n, rank_rep = (torch.zeros((), device=device),) * 3
+    if cfg.rank_weight > 0:
+        pred = torch.stack([out["success_mu"], out["preserve_mu"]], 1)
+        rank_s, rank_n, rank_rep = losses.pairwise_rank(
+            pred, tg, batch["region_key"].to(device), batch["region_sample"].to(device),
+            cfg.rank_margin, cfg.rank_scale)
+    n_reg = losses.all_sum((nll_n + nll_pn).float()).clamp_min(1)
+    n_img = losses.all_sum(img_n.float()).clamp_min(1)
+    n_pairs = rank_n.float().clamp_min(1)
+    loss = w * ((nll_s + nll_p) / n_reg + cfg.image_weight * img_s / n_img
+                + cfg.rank_weight * rank_s / n_pairs)
+    rep = losses.all_sum(torch.stack([(nll_s + nll_p).detach(), img_s.detach()]))
+    return loss, {"nll": float(rep[0] / n_reg), "image_mse": float(rep[1] / n_img),
+                  "rank": float(rank_rep / n_pairs), "pairs": int(rank_n)}
+
+
+def _checkpoints(out_dir: Path) -> list[Path]:
+    return sorted((out_dir / "checkpoints").glob("step-*.pt"))
+
+
+def save_checkpoint(out_dir: Path, step: int, model, opt, sched, cfg: TrainConfig) -> Path:
+    d = out_dir / "checkpoints"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"step-{step:07d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "rng": _rng_state(), "config": cfg.to_dict()}, tmp)
+    os.replace(tmp, path)  # a crash mid-write never leaves a truncated "latest" checkpoint
+    for old in _checkpoints(out_dir)[:-max(1, cfg.keep_checkpoints)]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train per cfg; returns where the model went. `report(metrics)` is called on rank 0 at
+    every log step and at the end (e.g. Dagster Pipes)."""
+    rank, world, dev = setup_distributed()
+    if cfg.device == "auto":
+        device = dev or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = dev if (dev is not None and cfg.device == "cuda") else torch.device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    amp = cfg.amp and device.type == "cuda"
+    out_dir = Path(cfg.out_dir)
+    _seed_all(cfg.seed)
+    model = build_model(cfg)
+    ds = RegionDataset(cfg.data_dir, "train", model.config.image_size, cfg.label_mode, cfg.preload)
+    model.to(device).train()
+    opt, sched = build_optimizer(model, cfg)
+    step = 0
+    ckpts = _checkpoints(out_dir) if cfg.resume else []
+    if ckpts:
+        state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+        if rank == 0:
+            log.info("resumed from %s at step %d", ckpts[-1], step)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    end = min(cfg.max_steps, cfg.stop_after) if cfg.stop_after is not None else cfg.max_steps
+    t0, last = time.perf_counter(), {}
+    while step < end:
+        for micro in range(cfg.grad_accum):
+            idx = batch_indices(len(ds), step, micro, cfg, rank, world)
+            batch = collate([ds[i] for i in idx], ds)
+            sync = micro == cfg.grad_accum - 1 or world == 1
+            with (contextlib.nullcontext() if sync else ddp.no_sync()):
+                loss, parts = compute_loss(ddp, batch, cfg, device, amp)
+                (loss / cfg.grad_accum).backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        last = {"step": step, "lr": sched.get_last_lr()[0], **parts,
+                "step_time_s": (time.perf_counter() - t0) / max(1, step)}
+        if rank == 0 and (step % cfg.log_every == 0 or step == end):
+            log.info("step %d %s", step, json.dumps({k: round(v, 5) if isinstance(v, float) else v
+                                                    for k, v in last.items()}))
+            if report:
+                report(dict(last))
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.max_steps:
+            if rank == 0:
+                save_checkpoint(out_dir, step, model, opt, sched, cfg)
+            if world > 1:
+                dist.barrier()
+    if step < cfg.max_steps and rank == 0:  # interrupted on purpose: leave a resumable state
+        save_checkpoint(out_dir, step, model, opt, sched, cfg)
+    result = TrainResult(out_dir=out_dir, model_dir=None, step=step, metrics=dict(last))
+    if step >= cfg.max_steps and rank == 0:
+        result.model_dir = finish(model, cfg, ds, out_dir, result.metrics)
+        if report:
+            report({"final": True, **result.metrics})
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def finish(model: SFRewardModel, cfg: TrainConfig, ds: RegionDataset, out_dir: Path, metrics: dict) -> Path:
+    """Save the final model, its training config and (optionally) validation metrics."""
+    from sfreward import evaluate
+    model_dir = out_dir / "model"
+    model.save_pretrained(model_dir)
+    (model_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    metrics["n_train"] = len(ds)
+    metrics["n_skipped"] = len(ds.skipped)
+    if cfg.eval_split:
+        try:
+            ev = evaluate.evaluate(model, cfg.data_dir, cfg.eval_split)
+            metrics.update({f"{cfg.eval_split}/{k}": v for k, v in ev.items()})
+        except FileNotFoundError as e:
+            log.warning("no evaluation: %s", e)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float))
+    return model_dir
