@@ -131,6 +131,12 @@ def _set_alias(con, alias: str, model_id: str) -> None:
                 [alias, model_id, prev[0] if prev else None])
 
 
+def set_alias(ws: Workspace, alias: str, model_id: str) -> None:
+    """Point `alias` at a registered model (no gate: use `promote` for production)."""
+    with Warehouse.open(ws).write() as con:
+        _set_alias(con, alias, model_id)
+
+
 def resolve(ws: Workspace, ref: str) -> str:
     """A model id from an id or an alias ('candidate', 'production')."""
     wh = Warehouse.open(ws)

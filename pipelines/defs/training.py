@@ -15,6 +15,7 @@ class TrainingRunConfig(dg.Config):
     config_file: str = ""             # YAML with TrainConfig fields
     overrides: list[str] = []         # key=value, as `sfr train --set`
     nproc: int = 1                    # > 1: torchrun DDP in the launched process
+    retrain: bool = False             # train even if this dataset + config was trained before
 
 
 def _meta_value(v):
@@ -28,11 +29,17 @@ def sfreward_model(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    workspace: WorkspaceResource) -> dg.MaterializeResult:
     from sfreward import registry
     from sfreward.train import load_config
-    from sfreward.train.api import latest_dataset, prepare_config, read_run, trainer_command
+    from sfreward.train.api import find_trained, latest_dataset, prepare_config, read_run, trainer_command
 
     ws = workspace.workspace()
     dataset_id = config.dataset_id or latest_dataset(ws)
     cfg, parent = prepare_config(ws, dataset_id, load_config(config.config_file or None, list(config.overrides)))
+    existing = None if config.retrain else find_trained(ws, dataset_id, cfg)
+    if existing is not None:  # a rerun reuses the model instead of training it again
+        registry.set_alias(ws, "candidate", existing)
+        context.log.info(f"reusing {existing}: already trained on {dataset_id} with this config")
+        return dg.MaterializeResult(metadata={"model_id": existing, "dataset_id": dataset_id, "reused": True},
+                                    data_version=dg.DataVersion(existing))
     client = dg.PipesSubprocessClient()
     # The trainer reports its metrics through Pipes; the model itself goes to the run dir.
     invocation = client.run(context=context, command=trainer_command(cfg, config.nproc),

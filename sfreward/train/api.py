@@ -11,6 +11,7 @@ from typing import Callable
 
 from sfreward import registry
 from sfreward.train.config import TrainConfig
+from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -132,3 +133,18 @@ def latest_dataset(ws: Workspace) -> str:
     if not cands:
         raise FileNotFoundError(f"no exported dataset under {ws.datasets}; export one first (sfr dataset export)")
     return max(cands, key=lambda p: (p / "hf" / "train-00000-of-00001.parquet").stat().st_mtime).name
+
+
+def find_trained(ws: Workspace, dataset_id: str, cfg: TrainConfig) -> str | None:
+    """The newest registered model trained on `dataset_id` with the same settings (run folder
+    aside) by the same code, so reruns of a pipeline reuse it instead of training again."""
+    want = {k: v for k, v in cfg.to_dict().items() if k != "out_dir"}
+    code = registry.code_version()
+    rows = Warehouse.open(ws).query(
+        "SELECT model_id, train_config FROM models WHERE dataset_id = ? AND code_version = ? "
+        "ORDER BY created_at DESC", [dataset_id, code])
+    for model_id, stored in rows:
+        have = {k: v for k, v in json.loads(stored or "{}").items() if k != "out_dir"}
+        if have == want:
+            return model_id
+    return None

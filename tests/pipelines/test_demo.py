@@ -36,3 +36,4 @@ def test_demo_runs_end_to_end(labelstudio, monkeypatch):
     assert wh.query("SELECT count(*) FROM samples") == [(18,)]
     assert wh.query("SELECT count(*) FROM tasks WHERE project_key = 'demo-test'") == [(18,)]
     assert wh.query("SELECT dataset_id FROM dataset_versions ORDER BY created_at DESC LIMIT 1") == [(dataset_id,)]
+    assert wh.query("SELECT count(*) FROM models") == [(1,)]  # the model is reused, not retrained
