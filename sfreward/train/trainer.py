@@ -222,7 +222,7 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
                 dist.barrier()
     if step < cfg.max_steps and rank == 0:  # interrupted on purpose: leave a resumable state
         save_checkpoint(out_dir, step, model, opt, sched, cfg)
-    result = TrainResult(out_dir=out_dir, model_dir=None, step=step, metrics=dict(last))
+    result = TrainResult(out_dir=out_dir, model_dir=None, step=step, metrics={**last, "world_size": world})
     if step >= cfg.max_steps and rank == 0:
         result.model_dir = finish(model, cfg, ds, out_dir, result.metrics)
         if report:
