@@ -4,7 +4,8 @@ Ratings stay on the 1..5 star scale in `agg_regions` / `agg_samples`; exports ma
 0..25 (score = 5 * rating). For each dimension we keep the count of ratings, the mean, the
 median (ordinal-aware; with an even count DuckDB's median interpolates, so ratings 3 and 4
 give 3.5) and the population std (the spread among the annotators who rated it; 0 for one
-rating). Missing ratings (NULL) are not counted in that dimension.
+rating). Missing ratings (NULL) are not counted in that dimension. Every statistic is computed
+from exact integer sums so that it is bit-identical from run to run (dataset ids hash them).
 
 Which annotations count: the current version (`annotations`), not deleted, one per annotator
 and sample (the latest), not skipped (was_cancelled), valid; region ratings must be valid too.
@@ -61,16 +62,22 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
 
 
 def _stats(col: str, cond: str) -> str:
+    # Population std from exact integer sums: DuckDB's parallel stddev_pop merges partial
+    # states in thread order, so its last bits vary run to run and would change dataset ids.
+    n = f"count({col}) FILTER ({cond})"
+    mean = f"(sum({col}) FILTER ({cond}) / {n})"
+    sq = f"(sum({col} * {col}) FILTER ({cond}) / {n})"
     return (f"avg({col}) FILTER ({cond}) AS {col}_mean, "
             f"median({col}) FILTER ({cond}) AS {col}_median, "
-            f"stddev_pop({col}) FILTER ({cond}) AS {col}_std")
+            f"sqrt(greatest({sq} - {mean} * {mean}, 0)) AS {col}_std")
 
 
-def aggregate_into_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Refresh `agg_samples` and `agg_regions` from `cur_ann` / `cur_regions` (prepare first)."""
-    con.execute("DELETE FROM agg_samples")
+def aggregate_into_tables(con: duckdb.DuckDBPyConnection, persist: bool = True) -> dict[str, int]:
+    """Aggregate `cur_ann` / `cur_regions` (prepare first) into temp tables `cur_agg_samples` /
+    `cur_agg_regions` (same columns as `agg_samples` / `agg_regions`); with `persist`, also
+    replace the contents of those warehouse tables."""
     con.execute(f"""
-        INSERT INTO agg_samples
+        CREATE OR REPLACE TEMP TABLE cur_agg_samples AS
         SELECT sample_id,
                count(*) AS n_annotations,
                count(*) FILTER (was_cancelled) AS n_skipped,
@@ -83,9 +90,8 @@ def aggregate_into_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                {_stats('artifacts', 'usable')}
         FROM cur_ann GROUP BY sample_id
     """)
-    con.execute("DELETE FROM agg_regions")
     con.execute(f"""
-        INSERT INTO agg_regions
+        CREATE OR REPLACE TEMP TABLE cur_agg_regions AS
         WITH u AS (SELECT * FROM cur_regions WHERE usable),
         stats AS (
             SELECT sample_id, region_id, bool_or(is_drawn) AS is_drawn,
@@ -103,8 +109,12 @@ def aggregate_into_tables(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                s.preserve_n, s.preserve_mean, s.preserve_median, s.preserve_std, v.verdict
         FROM stats s LEFT JOIN verdicts v USING (sample_id, region_id)
     """)
-    n_s = con.execute("SELECT count(*) FROM agg_samples").fetchone()[0]
-    n_r = con.execute("SELECT count(*) FROM agg_regions").fetchone()[0]
+    if persist:
+        for t in ("agg_samples", "agg_regions"):
+            con.execute(f"DELETE FROM {t}")
+            con.execute(f"INSERT INTO {t} SELECT * FROM cur_{t}")
+    n_s = con.execute("SELECT count(*) FROM cur_agg_samples").fetchone()[0]
+    n_r = con.execute("SELECT count(*) FROM cur_agg_regions").fetchone()[0]
     return {"samples": int(n_s), "regions": int(n_r)}
 
 

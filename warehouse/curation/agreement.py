@@ -114,53 +114,92 @@ def _ratings_sql(dim: str) -> str:
                WHERE NOT r.is_drawn AND r.{dim} BETWEEN 1 AND 5"""
 
 
+def _wide_sql(dims: tuple[str, ...]) -> str:
+    """One row per (annotator, unit) with every dimension of one source as a column (NULL when
+    missing or outside 1..5): image dims from cur_ann, region dims from cur_regions."""
+    cols = ", ".join(f"CASE WHEN x.{d} BETWEEN 1 AND 5 THEN x.{d} END AS {d}" for d in dims)
+    if dims == IMAGE_DIMS:
+        return f"""SELECT x.project_key, s.batch_id, x.sample_id, '' AS region_id, x.annotator, {cols}
+                   FROM cur_ann x JOIN samples s USING (sample_id) WHERE x.rated"""
+    return f"""SELECT x.project_key, s.batch_id, x.sample_id, x.region_id, x.annotator, {cols}
+               FROM cur_regions x JOIN samples s USING (sample_id) WHERE NOT x.is_drawn"""
+
+
 def _nan_none(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
+    # Rounded: parallel float sums differ in the last bits between runs; 12 decimals keep the
+    # figures (and the content-hash report id) identical while staying far below 1e-9.
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), 12)
+
+
+def _alphas(con: duckdb.DuckDBPyConnection, dims: tuple[str, ...]) -> list[dict]:
+    """Alphas of `dims` (one source) for scopes all / project / batch. Units are (project, sample,
+    region): pairs are only formed within one project. The coincidence matrix is a sum over
+    units, so SQL sums each unit's contribution per (project, batch) in one pass over the
+    ratings and numpy only adds those few partial matrices per scope."""
+    counts = ", ".join([f"count(*) FILTER ({d} = {v}) AS {d}_c{v}" for d in dims for v in VALUES]
+                       + [f"count({d}) AS {d}_m" for d in dims])
+    cells = ", ".join(
+        f"sum({d}_c{c} * {f'({d}_c{k} - 1)' if c == k else f'{d}_c{k}'} / ({d}_m - 1.0)) FILTER ({d}_m >= 2)"
+        for d in dims for c in VALUES for k in VALUES)
+    tallies = ", ".join(f"count(*) FILTER ({d}_m >= 2), sum({d}_m)" for d in dims)
+    res = con.execute(f"""
+        WITH u AS (SELECT project_key, batch_id, {counts} FROM ({_wide_sql(dims)})
+                   GROUP BY project_key, batch_id, sample_id, region_id)
+        SELECT project_key, batch_id, {tallies}, {cells}
+        FROM u GROUP BY project_key, batch_id ORDER BY project_key, batch_id
+    """).fetchall()
+    v2, out = len(VALUES) ** 2, []
+    for j, dim in enumerate(dims):
+        parts = []
+        for r in res:
+            o = r[2 + 2 * len(dims) + j * v2: 2 + 2 * len(dims) + (j + 1) * v2]
+            parts.append((str(r[0]), str(r[1]), int(r[2 + 2 * j] or 0), int(r[3 + 2 * j] or 0),
+                          np.array([0.0 if x is None else float(x) for x in o]).reshape(len(VALUES), len(VALUES))))
+        for scope, pos in (("all", None), ("project", 0), ("batch", 1)):
+            groups: dict[str, list] = {"": []} if pos is None else {}
+            for p in parts:
+                groups.setdefault("" if pos is None else p[pos], []).append(p)
+            for key in sorted(groups):
+                ps = groups[key]
+                o = np.sum([p[4] for p in ps], axis=0) if ps else np.zeros((len(VALUES), len(VALUES)))
+                out.append({"scope": scope, "scope_key": key, "dimension": dim,
+                            "alpha": _nan_none(alpha_from_coincidence(o)),
+                            "n_units": sum(p[2] for p in ps), "n_ratings": sum(p[3] for p in ps)})
+    return out
 
 
 def compute_agreement(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> AgreementReport:
     """Alphas per dimension (all / per project / per batch) and annotator quality, from the temp
     tables made by aggregate.prepare_current. Writes nothing."""
-    alphas: list[dict] = []
-    for dim in IMAGE_DIMS + REGION_DIMS:
-        # Units are (project, sample, region): pairs are only formed within one project.
-        res = con.execute(f"""
-            SELECT project_key, batch_id, count(*) AS m,
-                   {', '.join(f'count(*) FILTER (value = {v}) AS c{v}' for v in VALUES)}
-            FROM ({_ratings_sql(dim)}) GROUP BY project_key, batch_id, sample_id, region_id
-        """).fetchnumpy()
-        counts = np.stack([np.asarray(res[f"c{v}"], dtype=np.float64) for v in VALUES], axis=1) \
-            if len(res["m"]) else np.zeros((0, len(VALUES)))
-        n_ratings_all = counts.sum(axis=1)
-        for scope, col in (("all", None), ("project", "project_key"), ("batch", "batch_id")):
-            if col is None:
-                keys, inv = np.array([""]), np.zeros(len(counts), dtype=np.int64)
-            else:
-                keys, inv = np.unique(np.asarray(res[col], dtype=object).astype(str), return_inverse=True)
-            o = coincidence_grouped(counts, inv, len(keys))
-            n_units = np.bincount(inv, weights=(n_ratings_all >= 2), minlength=len(keys))
-            n_ratings = np.bincount(inv, weights=n_ratings_all, minlength=len(keys))
-            for g, key in enumerate(keys):
-                alphas.append({"scope": scope, "scope_key": str(key), "dimension": dim,
-                               "alpha": _nan_none(alpha_from_coincidence(o[g])),
-                               "n_units": int(n_units[g]), "n_ratings": int(n_ratings[g])})
+    alphas = _alphas(con, IMAGE_DIMS) + _alphas(con, REGION_DIMS)
+    order = {d: i for i, d in enumerate(IMAGE_DIMS + REGION_DIMS)}
+    alphas.sort(key=lambda a: (order[a["dimension"]], ["all", "project", "batch"].index(a["scope"]), a["scope_key"]))
 
-    union = " UNION ALL ".join(f"SELECT *, '{d}' AS dimension FROM ({_ratings_sql(d)})"
-                               for d in IMAGE_DIMS + REGION_DIMS)
+    # Leave-one-out deviation from the others' mean on the same unit: one window per source
+    # (all its dimensions at once), then a streaming aggregate per annotator.
+    win_i = ", ".join(f"sum({d}) OVER u AS {d}_s, count({d}) OVER u AS {d}_n" for d in IMAGE_DIMS)
+    win_r = ", ".join(f"sum({d}) OVER u AS {d}_s, count({d}) OVER u AS {d}_n" for d in REGION_DIMS)
+    part = "WINDOW u AS (PARTITION BY project_key, sample_id, region_id)"
+    dev_sql = " UNION ALL ".join(
+        [f"SELECT annotator, {d}_n AS n, abs({d} - ({d}_s - {d}) / nullif({d}_n - 1, 0)) AS dev FROM wi "
+         f"WHERE {d} IS NOT NULL" for d in IMAGE_DIMS]
+        + [f"SELECT annotator, {d}_n AS n, abs({d} - ({d}_s - {d}) / nullif({d}_n - 1, 0)) AS dev FROM wr "
+           f"WHERE {d} IS NOT NULL" for d in REGION_DIMS])
+    gold_union = " UNION ALL ".join(
+        f"SELECT r.annotator, r.value - g.rating AS err FROM ({_ratings_sql(d)}) r "
+        f"JOIN gs g ON g.sample_id = r.sample_id AND g.region_id = r.region_id AND g.dimension = '{d}'"
+        for d in IMAGE_DIMS + REGION_DIMS)
     rows = con.execute(f"""
-        WITH r AS ({union}),
-        w AS (SELECT *, sum(value) OVER u AS s, count(*) OVER u AS n FROM r
-              WINDOW u AS (PARTITION BY project_key, sample_id, region_id, dimension)),
-        d AS (SELECT annotator, n, abs(value - (s - value) / nullif(n - 1, 0)) AS dev FROM w),
+        WITH wi AS MATERIALIZED (SELECT annotator, {', '.join(IMAGE_DIMS)}, {win_i} FROM ({_wide_sql(IMAGE_DIMS)}) {part}),
+        wr AS MATERIALIZED (SELECT annotator, {', '.join(REGION_DIMS)}, {win_r} FROM ({_wide_sql(REGION_DIMS)}) {part}),
         others AS (SELECT annotator, count(*) AS n_ratings, count(*) FILTER (n > 1) AS n_shared,
-                          avg(dev) FILTER (n > 1) AS mae, avg(CASE WHEN dev <= 1 THEN 1.0 ELSE 0.0 END) FILTER (n > 1) AS w1
-                   FROM d GROUP BY annotator),
-        gold AS (SELECT r.annotator, count(*) AS n_gold, avg(abs(r.value - g.rating)) AS mae,
-                        avg(CASE WHEN abs(r.value - g.rating) <= 1 THEN 1.0 ELSE 0.0 END) AS w1
-                 FROM r JOIN gold_answers g ON g.sample_id = r.sample_id AND g.region_id = r.region_id
-                      AND g.dimension = r.dimension
-                 JOIN (SELECT DISTINCT sample_id FROM tasks WHERE is_gold) t ON t.sample_id = r.sample_id
-                 GROUP BY r.annotator)
+                          avg(dev) FILTER (n > 1) AS mae,
+                          avg(CASE WHEN dev <= 1 THEN 1.0 ELSE 0.0 END) FILTER (n > 1) AS w1
+                   FROM ({dev_sql}) GROUP BY annotator),
+        gs AS (SELECT * FROM gold_answers WHERE sample_id IN (SELECT sample_id FROM tasks WHERE is_gold)),
+        gold AS (SELECT annotator, count(*) AS n_gold, avg(abs(err)) AS mae,
+                        avg(CASE WHEN abs(err) <= 1 THEN 1.0 ELSE 0.0 END) AS w1
+                 FROM ({gold_union}) GROUP BY annotator)
         SELECT o.annotator, o.n_ratings, o.n_shared, o.mae, o.w1, coalesce(g.n_gold, 0), g.mae, g.w1
         FROM others o LEFT JOIN gold g USING (annotator) ORDER BY o.annotator
     """).fetchall()
@@ -201,3 +240,17 @@ def record_agreement(con: duckdb.DuckDBPyConnection, report: AgreementReport) ->
 
 def report_to_dict(report: AgreementReport) -> dict:
     return asdict(report)
+
+
+def agreement_report(ws, config: CurationConfig | None = None) -> AgreementReport:
+    """Compute and record the agreement report over the current annotations (plain function for
+    the `agreement_report` asset; `build_dataset` computes the same inside its transaction)."""
+    from warehouse.curation.aggregate import prepare_current
+    from warehouse.db import Warehouse
+
+    config = config or CurationConfig()
+    with Warehouse.open(ws).write() as con:
+        prepare_current(con, config.project_keys)
+        report = compute_agreement(con, config)
+        record_agreement(con, report)
+    return report

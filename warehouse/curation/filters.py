@@ -71,7 +71,7 @@ def _exclude(con: duckdb.DuckDBPyConnection, kind: str, select_sql: str, params:
 
 
 def apply_sample_filters(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> None:
-    """Create temp `excl` and `cand` (samples still in) from agg_samples; near-duplicates last."""
+    """Create temp `excl` and `cand` (samples still in) from cur_agg_samples; near-duplicates last."""
     con.execute("CREATE OR REPLACE TEMP TABLE excl (item_kind TEXT, item_id TEXT, reason TEXT, detail TEXT)")
     con.execute("CREATE OR REPLACE TEMP TABLE cand AS SELECT sample_id FROM samples")
     rules = [
@@ -89,7 +89,7 @@ def apply_sample_filters(con: duckdb.DuckDBPyConnection, config: CurationConfig)
     for reason, cond, detail in rules:
         _exclude(con, "sample", f"""
             SELECT s.sample_id, '{reason}', {detail} FROM cand s
-            LEFT JOIN agg_samples a USING (sample_id) WHERE {cond}""")
+            LEFT JOIN cur_agg_samples a USING (sample_id) WHERE {cond}""")
         con.execute("DELETE FROM cand WHERE sample_id IN (SELECT item_id FROM excl WHERE item_kind = 'sample')")
     if config.dedupe_hamming >= 0:
         _near_duplicates(con, config.dedupe_hamming)
@@ -98,7 +98,9 @@ def apply_sample_filters(con: duckdb.DuckDBPyConnection, config: CurationConfig)
 
 def _near_duplicates(con: duckdb.DuckDBPyConnection, k: int) -> None:
     """Cluster candidate samples whose edited images' dHashes differ in <= k bits; keep one per
-    cluster (most annotators, then smallest sample_id). Pigeonhole: two 64-bit hashes within k
+    cluster (most annotators, then smallest sample_id). Rollouts of the same GRPO group are never
+    duplicates of each other: they share a source and differ only where the edit acted, which is
+    exactly what within-group ranking learns from. Pigeonhole: two 64-bit hashes within k
     bits agree exactly on at least one of k+1 bands, so candidate pairs come from band joins."""
     bands = k + 1
     width = -(-64 // bands)
@@ -106,12 +108,14 @@ def _near_duplicates(con: duckdb.DuckDBPyConnection, k: int) -> None:
         f"(h.dhash >> {b * width}) & {(1 << min(width, 64 - b * width)) - 1} AS b{b}" for b in range(bands))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dh AS
-        SELECT c.sample_id, h.dhash, coalesce(a.n_annotators, 0) AS n_ann, {band_cols}
+        SELECT c.sample_id, s.group_id, h.dhash, coalesce(a.n_annotators, 0) AS n_ann, {band_cols}
         FROM cand c JOIN samples s USING (sample_id) JOIN image_hashes h ON h.sha256 = s.edited_sha256
+        LEFT JOIN cur_agg_samples a ON a.sample_id = c.sample_id
     """)
     pair_sql = " UNION ".join(
         f"SELECT x.sample_id AS a, y.sample_id AS b FROM dh x JOIN dh y ON x.b{b} = y.b{b} "
-        f"AND x.sample_id < y.sample_id WHERE bit_count(xor(x.dhash, y.dhash)) <= {k}" for b in range(bands))
+        f"AND x.sample_id < y.sample_id AND x.group_id <> y.group_id "
+        f"WHERE bit_count(xor(x.dhash, y.dhash)) <= {k}" for b in range(bands))
     pairs = con.execute(pair_sql).fetchall()
     if not pairs:
         return
@@ -159,7 +163,7 @@ def build_candidate_regions(con: duckdb.DuckDBPyConnection, config: CurationConf
         CREATE OR REPLACE TEMP TABLE cand_regions AS
         SELECT r.*, g.n_annotators, g.success_n, g.success_mean, g.success_median, g.success_std,
                g.preserve_n, g.preserve_mean, g.preserve_median, g.preserve_std, g.verdict
-        FROM all_regions r LEFT JOIN agg_regions g USING (sample_id, region_id)
+        FROM all_regions r LEFT JOIN cur_agg_regions g USING (sample_id, region_id)
     """)
     k = "sample_id || '/' || region_id"
     region_rules = [

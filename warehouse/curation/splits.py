@@ -7,8 +7,9 @@ edited image is another's source) or a GRPO group; linked samples form a compone
 Stability: every image hash and group id that receives a split is written to
 `split_assignments` (per scheme = seed + fractions) and never changes. A new sample touching
 an assigned key inherits its split. A new sample whose keys were assigned to two different
-splits (it would bridge them) is excluded as `split_conflict`, and so is any unassigned sample
-in such a bridged component; existing samples never move.
+splits (it would bridge them) is excluded as `split_conflict`; if new keys still join samples
+of different splits, the samples with new keys in that component are excluded as well.
+Existing samples never move.
 
 New components are allocated per edit category (stratified): in the order of a seeded hash of
 their smallest key, each goes to the split furthest below its target share of that category's
@@ -40,40 +41,70 @@ def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dic
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE sk_nodes AS
-        SELECT row_number() OVER (ORDER BY key_kind, key) - 1 AS ni, key_kind, key, a.split
+        SELECT row_number() OVER (ORDER BY n.key_kind, n.key) - 1 AS ni, n.key_kind, n.key, a.split
         FROM (SELECT DISTINCT key_kind, key FROM sk) n
         LEFT JOIN split_assignments a ON a.scheme = ? AND a.key_kind = n.key_kind AND a.key = n.key
     """, [scheme])
     samples = con.execute("SELECT sample_id, coalesce(category, '') AS category FROM samples ORDER BY sample_id").fetchnumpy()
     edges = con.execute("SELECT sk.si, n.ni FROM sk JOIN sk_nodes n USING (key_kind, key)").fetchnumpy()
-    nodes = con.execute("SELECT ni, key_kind || ':' || key AS k, split FROM sk_nodes ORDER BY ni").fetchnumpy()
+    bits_sql = " ".join(f"WHEN '{s}' THEN {1 << i}" for i, s in enumerate(SPLITS))
+    nodes = con.execute(f"SELECT ni, key_kind || ':' || key AS k, CASE split {bits_sql} ELSE 0 END AS bits "
+                        "FROM sk_nodes ORDER BY ni").fetchnumpy()
     n_s, n_n = len(samples["sample_id"]), len(nodes["ni"])
     if n_s == 0:
         con.execute("CREATE OR REPLACE TEMP TABLE sample_split (sample_id TEXT, split TEXT)")
         return {s: 0 for s in SPLITS}
     si, ni = np.asarray(edges["si"], dtype=np.int64), np.asarray(edges["ni"], dtype=np.int64)
+    node_bits = np.asarray(nodes["bits"], dtype=np.int64)
 
     graph = coo_matrix((np.ones(len(si)), (si, n_s + ni)), shape=(n_s + n_n, n_s + n_n))
     _, labels = connected_components(graph, directed=False)
-    comp = labels[:n_s]
-
-    split_code = {s: i for i, s in enumerate(SPLITS)}
-    node_bits = np.array([0 if s is None else 1 << split_code[s] for s in nodes["split"]], dtype=np.int64)
-    sample_bits = np.zeros(n_s, dtype=np.int64)
-    np.bitwise_or.at(sample_bits, si, node_bits[ni])
+    comp = labels[:n_s].copy()
     comp_bits = np.zeros(labels.max() + 1, dtype=np.int64)
-    np.bitwise_or.at(comp_bits, comp, sample_bits)
+    np.bitwise_or.at(comp_bits, comp[si], node_bits[ni])
+    n_set = sum((comp_bits >> i) & 1 for i in range(len(SPLITS)))
 
-    def single(bits: np.ndarray) -> np.ndarray:
-        """Split code for bit sets with exactly one bit, -1 for none, -2 for several."""
-        out = np.full(bits.shape, -2, dtype=np.int64)
-        out[bits == 0] = -1
-        for i in range(len(SPLITS)):
-            out[bits == (1 << i)] = i
-        return out
+    split = np.full(n_s, -1, dtype=np.int64)           # -1: new component, -2: conflict
+    for i in range(len(SPLITS)):
+        split[comp_bits[comp] == (1 << i)] = i
+    mixed = np.flatnonzero(n_set[comp] > 1)
+    if len(mixed):
+        # New keys join samples of different splits. Add those samples one at a time in
+        # sample_id order (greedy union-find over keys, each key knowing its split); a sample
+        # that would join two splits is a conflict. Existing samples never conflict: their keys
+        # all carry the same split.
+        order = np.argsort(si, kind="stable")
+        starts = np.searchsorted(si[order], np.arange(n_s + 1))
+        parent = list(range(n_n))
+        bits = node_bits.tolist()
 
-    own, inherited = single(sample_bits), single(comp_bits)[comp]
-    split = np.where(own != -1, own, inherited)        # -1: new component, -2: conflict
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        offset = labels.max() + 1
+        for s_i in mixed:
+            roots = {find(int(n)) for n in ni[order[starts[s_i]:starts[s_i + 1]]]}
+            b = 0
+            for r in roots:
+                b |= bits[r]
+            if b & (b - 1):
+                split[s_i] = -2
+                continue
+            root = min(roots)
+            for r in roots:
+                parent[r] = root
+            bits[root] = b
+        for s_i in mixed:
+            if split[s_i] == -2:
+                continue
+            root = find(int(ni[order[starts[s_i]]]))
+            b = bits[root]
+            split[s_i] = -1 if b == 0 else b.bit_length() - 1
+            comp[s_i] = offset + root                  # new components among the leftovers
+
 
     # Allocate new components, stratified by category.
     new = np.flatnonzero(split == -1)

@@ -1,0 +1,138 @@
+"""Curation in Dagster: a thin layer over `warehouse.curation`.
+
+aggregated_labels -> agreement_report -> dataset_version -> dataset_export_{hf,reward_json,sft}.
+The dataset id travels as materialization metadata: exports and checks read the latest
+`dataset_version` materialization ("dataset_id"), falling back to the newest recorded version.
+Checks on dataset_version: no split leakage, labels complete and every mask decodes are
+blocking (a failure stops the exports); agreement above the floor warns.
+"""
+
+import json
+
+import dagster as dg
+
+from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from warehouse.curation import CurationConfig, build_dataset, export_hf, export_reward_json, export_sft
+from warehouse.curation.aggregate import aggregate
+from warehouse.curation.agreement import agreement_report as compute_agreement_report
+from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
+                                       check_no_leakage)
+from warehouse.curation.dataset import latest_version_id
+
+GROUP = "curation"
+
+
+class CurationRunConfig(dg.Config):
+    """Overrides of `warehouse.curation.CurationConfig` as JSON, e.g. '{"seed": 1}'."""
+
+    overrides_json: str = "{}"
+
+    def curation_config(self) -> CurationConfig:
+        try:
+            overrides = json.loads(self.overrides_json or "{}")
+        except json.JSONDecodeError as e:
+            raise dg.Failure(f"overrides_json is not valid JSON: {e}") from e
+        return CurationConfig.from_dict(overrides)
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb", "sql"}, code_version="1", pool=WAREHOUSE_POOL,
+          deps=["synced_annotations"], owners=["team:data-eng"],
+          description="Per-region and per-image aggregates (count, mean, median, std) of the current ratings.")
+def aggregated_labels(workspace: WorkspaceResource) -> dg.MaterializeResult:
+    counts = aggregate(workspace.workspace())
+    return dg.MaterializeResult(metadata={"samples": counts["samples"], "regions": counts["regions"]})
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb", "python"}, code_version="1", pool=WAREHOUSE_POOL,
+          deps=[aggregated_labels], owners=["team:data-eng"],
+          description="Krippendorff's alpha (ordinal) per dimension, project and batch; annotator quality.")
+def agreement_report(config: CurationRunConfig, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    report = compute_agreement_report(workspace.workspace(), config.curation_config())
+    summary = report.summary()
+    return dg.MaterializeResult(
+        metadata={"report_id": report.report_id, "alpha": dg.MetadataValue.json(summary["alpha"]),
+                  "flagged_annotators": dg.MetadataValue.json(report.flagged_annotators)},
+        data_version=dg.DataVersion(report.report_id))
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb", "python"}, code_version="1", pool=WAREHOUSE_POOL,
+          deps=[aggregated_labels, agreement_report], owners=["team:data-eng"],
+          description="A versioned SFReward dataset: filtered rows, stable leakage-free splits; "
+                      "id = content hash of rows and config.")
+def dataset_version(config: CurationRunConfig, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    v = build_dataset(workspace.workspace(), config.curation_config())
+    return dg.MaterializeResult(
+        metadata={"dataset_id": v.dataset_id, "rows": v.n_rows, "regions": v.n_regions,
+                  "splits": dg.MetadataValue.json(v.split_counts),
+                  "exclusions": dg.MetadataValue.json(v.exclusion_counts),
+                  "alpha": dg.MetadataValue.json(v.agreement.get("alpha", {}))},
+        data_version=dg.DataVersion(v.dataset_id))
+
+
+def current_dataset_id(context, workspace: WorkspaceResource) -> str:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("dataset_version"))
+    if event is not None and event.asset_materialization is not None:
+        meta = event.asset_materialization.metadata.get("dataset_id")
+        if meta is not None:
+            return meta.value
+    dataset_id = latest_version_id(workspace.workspace())
+    if dataset_id is None:
+        raise dg.Failure("no dataset version yet: materialize dataset_version first")
+    return dataset_id
+
+
+def _export_asset(name: str, fn, fmt: str):
+    @dg.asset(name=name, group_name=GROUP, kinds={"parquet" if fmt == "hf" else "json"}, code_version="1",
+              deps=[dataset_version], owners=["team:data-eng"],
+              description=f"Export ({fmt}) of the current dataset version with its dataset card.")
+    def _asset(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
+        dataset_id = current_dataset_id(context, workspace)
+        path = fn(workspace.workspace(), dataset_id)
+        files = sorted(p.name for p in path.iterdir())
+        return dg.MaterializeResult(metadata={"dataset_id": dataset_id, "path": dg.MetadataValue.path(str(path)),
+                                              "files": dg.MetadataValue.json(files)},
+                                    data_version=dg.DataVersion(dataset_id))
+    return _asset
+
+
+dataset_export_hf = _export_asset("dataset_export_hf", export_hf, "hf")
+dataset_export_reward_json = _export_asset("dataset_export_reward_json", export_reward_json, "reward_json")
+dataset_export_sft = _export_asset("dataset_export_sft", export_sft, "sft")
+
+
+def _result(passed: bool, details: dict, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=passed, severity=severity,
+                               metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+                                         for k, v in details.items()})
+
+
+@dg.asset_check(asset=dataset_version, blocking=True, description="No source image, edited image or GRPO "
+                "group appears in two splits.")
+def no_split_leakage(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_no_leakage(workspace.workspace(), current_dataset_id(context, workspace)))
+
+
+@dg.asset_check(asset=dataset_version, blocking=True, description="Every row has image scores and regions; "
+                "every region has a score.")
+def labels_complete(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_labels_complete(workspace.workspace(), current_dataset_id(context, workspace)))
+
+
+@dg.asset_check(asset=dataset_version, blocking=True, description="Every region mask decodes, fits its box "
+                "and matches its area.")
+def region_masks_decode(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_masks_decode(workspace.workspace(), current_dataset_id(context, workspace)))
+
+
+@dg.asset_check(asset=dataset_version, blocking=False, description="Krippendorff's alpha of every dimension "
+                "is at least the configured floor (alpha_floor).")
+def agreement_above_floor(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_agreement_floor(workspace.workspace(), current_dataset_id(context, workspace)),
+                   severity=dg.AssetCheckSeverity.WARN)
+
+
+defs = dg.Definitions(
+    assets=[aggregated_labels, agreement_report, dataset_version, dataset_export_hf, dataset_export_reward_json,
+            dataset_export_sft],
+    asset_checks=[no_split_leakage, labels_complete, region_masks_decode, agreement_above_floor],
+)
