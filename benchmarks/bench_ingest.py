@@ -6,6 +6,7 @@ manifest), peak memory. Baseline and contender run in the same process, one afte
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import resource
 import shutil
@@ -69,7 +70,8 @@ def main() -> None:
         lines = [
             "# Ingestion benchmark", "",
             f"Command: `.venv/bin/python benchmarks/bench_ingest.py --samples {args.samples}`  ",
-            f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: 2-core CPU VM, 24 GiB, local disk, shared with 7 other busy processes during this run (load average ~8), so absolute numbers are pessimistic; the ratio compares two runs under the same load.", "",
+            f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: 2-core CPU VM, 24 GiB, local disk; "
+            f"load average at the end {os.getloadavg()[0]:.1f} (other jobs share the machine).", "",
             f"{args.samples} samples of 512x512 PNG (one source per 8 rollouts; {args.samples + args.samples // 8} image files); "
             f"generating the inputs took {t_gen:.1f} s (not counted).", "",
             "| run | seconds | samples/s |", "|---|---:|---:|",
