@@ -39,6 +39,10 @@ from warehouse.db import Warehouse  # noqa: E402
 from warehouse.ingest import ingest_path  # noqa: E402
 
 SIZE = 64
+NOTE = ("Notes: the incremental sync lists tasks whose `updated_at` (touched by every annotation save or "
+        "delete) is after its cursor, with narrowed fields, fetches full annotations for those tasks only, and "
+        "writes one warehouse transaction; it also checks the project's task count for deleted tasks. The time "
+        "includes all its HTTP round trips and DuckDB work.")
 
 
 def make_batch(folder: Path, n: int, tag: str) -> Path:
@@ -139,28 +143,34 @@ def main() -> int:
         # ---------------------------------------------------------------- sync
         b3 = ingest_path(ws, make_batch(tmp / "in3", args.tasks, "syn")).batch_id
         add_regions(wh, b3)
+        # Set-up: create the 5,000 tasks already annotated (tasks imported with an annotation
+        # each, then adopted by push_batch); the sync does not care how annotations were made.
+        from annotation.push import PushConfig as _PC, _region_sets, _select_samples, build_task, ensure_project
+
+        pid = ensure_project(ws, h.conn, "bench-sync", _PC())
+        samples = _select_samples(wh, b3, None)
+        sets = _region_sets(wh, sorted({s["group_id"] for s in samples}), None)
         t = time.perf_counter()
-        s3 = push_batch(ws, "bench-sync", batch_id=b3, conn=h.conn, config=PushConfig(import_batch=500))
-        t_push_big = time.perf_counter() - t
-        pid = s3.ls_project_id
-        ls = h.client()
-        # Annotate every task: imported as annotations (fast set-up; the sync does not care how
-        # they were made).
         with LSHttp(h.conn) as http:
-            page1 = next(http.iter_tasks(pid, all_fields=True, page_size=1))
-            pred = page1[0]["predictions"][0]["result"]
-        ids = dict(wh.query("SELECT sample_id, ls_task_id FROM tasks WHERE project_key = 'bench-sync'"))
-        t = time.perf_counter()
-        body = [{"task": tid, "result": full_result(pred, 4)} for tid in ids.values()]
-        with LSHttp(h.conn) as http:
-            for i in range(0, len(body), 500):
-                http.post("/api/annotations/bulk/", {"tasks": [b["task"] for b in body[i:i + 500]],
-                                                     "result": full_result(pred, 4)})
+            for i in range(0, len(samples), 500):
+                body = []
+                for smp in samples[i:i + 500]:
+                    task = build_task(ws, smp, sets.get(smp["group_id"]), False)
+                    task["annotations"] = [{"result": full_result(task["predictions"][0]["result"], 4)}]
+                    body.append(task)
+                http.post(f"/api/projects/{pid}/import", body)
         t_annotate = time.perf_counter() - t
+        s3 = push_batch(ws, "bench-sync", batch_id=b3, conn=h.conn)
+        assert s3.adopted == args.tasks and s3.imported == 0, s3
+        ls = h.client()
+        pred = build_task(ws, samples[0], sets.get(samples[0]["group_id"]), False)["predictions"][0]["result"]
         t = time.perf_counter()
         first = sync_project(ws, "bench-sync", conn=h.conn)
         t_first = time.perf_counter() - t
         assert first.created == args.tasks, first
+        # The sync re-reads a 5 s window behind its cursor (commits racing the previous sync); make
+        # sure the set-up import is outside it, as it is when annotations trickle in.
+        time.sleep(6.0)
         # 10 annotators change their minds.
         anns = wh.query("SELECT ls_annotation_id FROM annotations WHERE project_key = 'bench-sync' ORDER BY 1 LIMIT 10")
         for (aid,) in anns:
@@ -186,15 +196,16 @@ def main() -> int:
         "| mode | tasks | seconds | tasks/s |", "|---|---|---|---|",
         f"| one task per request | {s1.imported} | {t_one:.2f} | {r_one:.1f} |",
         f"| batched (500 per request) | {s2.imported} | {t_bat:.2f} | {r_bat:.1f} |",
-        f"| batched, sync project set-up | {s3.imported} | {t_push_big:.2f} | {s3.imported / t_push_big:.1f} |", "",
+        "",
         f"**Batched vs one by one: {r_bat / r_one:.1f}x** (target >= 20x).", "",
         f"## Sync: 10 changed annotations in a project of {args.tasks} annotated tasks", "",
         "| method | seconds |", "|---|---|",
         f"| incremental sync (`sfr annotate sync`) | {t_inc:.3f} |",
         f"| full export (snapshot create + poll + download, JSON) | {t_exp:.3f} |", "",
         f"**Incremental vs full export: {t_exp / t_inc:.1f}x** (target >= 20x).", "",
-        f"Set-up (not compared): bulk-annotating {args.tasks} tasks {t_annotate:.1f} s; first full sync "
+        f"Set-up (not compared): importing {args.tasks} annotated tasks {t_annotate:.1f} s; first full sync "
         f"of {first.created} annotations into the warehouse {t_first:.1f} s.", "",
+        NOTE, "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))

@@ -1,0 +1,91 @@
+"""`sfr labelstudio up|down|status` and `sfr annotate push|sync`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from annotation import server
+from annotation.client import LabelStudioError, connection
+from pipelines.cli import CLIError, print_json
+from warehouse.db import WarehouseError
+from warehouse.workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ls = sub.add_parser("labelstudio", help="run a local Label Studio server for this workspace")
+    lsub = ls.add_subparsers(dest="ls_command", metavar="ACTION", required=True)
+    up = lsub.add_parser("up", help="start it (bound to 127.0.0.1) unless it runs; print status JSON")
+    up.add_argument("--port", type=int, default=None, help=f"port (default {server.DEFAULT_PORT}, or a free one)")
+    up.add_argument("--timeout", type=float, default=server.DEFAULT_START_TIMEOUT_S,
+                    help="seconds to wait for /health (first start migrates a database: ~1 min)")
+    up.set_defaults(func=cmd_up)
+    lsub.add_parser("down", help="stop it (by its pid file)").set_defaults(func=cmd_down)
+    lsub.add_parser("status", help="status JSON (never the token)").set_defaults(func=cmd_status)
+
+    an = sub.add_parser("annotate", help="push tasks to Label Studio and sync annotations back")
+    asub = an.add_subparsers(dest="annotate_command", metavar="ACTION", required=True)
+    p = asub.add_parser("push", help="push a batch (or samples) as tasks with prefilled regions")
+    p.add_argument("--project", required=True, help="project key, e.g. sfreward-v1")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--batch", help="batch id")
+    g.add_argument("--samples", nargs="+", help="sample ids")
+    p.add_argument("--overlap", type=int, default=1, help="annotators per task")
+    p.add_argument("--gold", nargs="*", default=[], help="sample ids that are gold tasks")
+    p.add_argument("--region-config", default=None, help="proposer config hash to prefill (default newest)")
+    p.set_defaults(func=cmd_push)
+    s = asub.add_parser("sync", help="pull new, changed and deleted annotations since the last sync")
+    s.add_argument("--project", required=True, help="project key")
+    s.set_defaults(func=cmd_sync)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    ws = Workspace.open(args.home)
+    try:
+        print_json(server.up_workspace(ws, port=args.port, timeout_s=args.timeout))
+    except server.ServerError as e:
+        raise CLIError(str(e)) from None
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    print_json(server.down_workspace(Workspace.open(args.home)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print_json(server.status_workspace(Workspace.open(args.home)))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from annotation.push import PushConfig, PushError, push_batch
+
+    ws = Workspace.open(args.home)
+    bar = tqdm(desc="push", unit="task", file=sys.stderr, disable=None)
+    try:
+        summary = push_batch(ws, args.project, batch_id=args.batch, sample_ids=args.samples, gold=args.gold,
+                             config=PushConfig(overlap=args.overlap, region_config_hash=args.region_config),
+                             conn=connection(ws), progress=bar.update)
+    except (PushError, LabelStudioError, WarehouseError) as e:
+        raise CLIError(str(e)) from None
+    finally:
+        bar.close()
+    print_json(summary.as_dict())
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from annotation.sync import SyncError, sync_project
+
+    ws = Workspace.open(args.home)
+    bar = tqdm(desc="sync", unit="task", file=sys.stderr, disable=None)
+    try:
+        summary = sync_project(ws, args.project, conn=connection(ws), progress=bar.update)
+    except (SyncError, LabelStudioError, WarehouseError) as e:
+        raise CLIError(str(e)) from None
+    finally:
+        bar.close()
+    print_json(summary.as_dict())
+    return 0

@@ -1,0 +1,122 @@
+"""The labeling config and the result parser (no server needed)."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from annotation import config as C
+from annotation.sync import parse_result
+from warehouse import masks
+
+from annotation.brush import mask_to_rle
+
+
+def test_config_structure():
+    root = ET.fromstring(C.LabelConfig().xml())
+    by_name = {el.get("name"): el for el in root.iter() if el.get("name")}
+    assert by_name["source"].tag == "Image" and by_name["source"].get("value") == "$source_image"
+    assert by_name["edited"].tag == "Image" and by_name["edited"].get("value") == "$edited_image"
+    assert by_name["instruction"].tag == "Text" and by_name["instruction"].get("value") == "$instruction"
+    brush = by_name["region"]
+    assert brush.tag == "BrushLabels" and brush.get("toName") == "edited"
+    assert [lab.get("value") for lab in brush] == ["edit", "context", "background"]
+    for name in ("success", "preserve"):
+        el = by_name[name]
+        assert (el.tag, el.get("perRegion"), el.get("maxRating"), el.get("toName")) == ("Rating", "true", "5", "edited")
+    verdict = by_name["verdict"]
+    assert verdict.tag == "Choices" and verdict.get("perRegion") == "true"
+    assert [c.get("value") for c in verdict] == list(C.VERDICTS)
+    for name in ("overall", "naturalness", "artifacts"):
+        assert by_name[name].tag == "Rating" and by_name[name].get("perRegion") is None
+    # Source and edited sit side by side in one flex row.
+    row = next(v for v in root.iter("View") if "flex" in (v.get("style") or "") and len(v) == 2)
+    assert [child.find("Image").get("name") for child in row] == ["source", "edited"]
+
+
+def test_label_studio_sdk_parses_the_config():
+    from label_studio_sdk.label_interface import LabelInterface
+
+    li = LabelInterface(C.LabelConfig().xml())
+    names = {c.name for c in li.controls}
+    assert {"region", "success", "preserve", "verdict", "overall", "naturalness", "artifacts"} <= names
+    assert set(li.get_control("region").labels) == set(C.REGION_KINDS)
+
+
+def test_reward_scale():
+    assert [C.to_reward_scale(s) for s in (1, 3, 5)] == [5.0, 15.0, 25.0]
+    assert C.to_reward_scale(None) is None
+
+
+def _brush(rid, m, label="edit", size=None):
+    h, w = size or m.shape
+    return {"id": rid, "from_name": "region", "to_name": "edited", "type": "brushlabels",
+            "original_width": w, "original_height": h, "image_rotation": 0,
+            "value": {"format": "rle", "rle": mask_to_rle(m), "brushlabels": [label]}}
+
+
+def _rate(rid, name, v):
+    return {"id": rid, "from_name": name, "to_name": "edited", "type": "rating", "value": {"rating": v}}
+
+
+def _image(o=4, n=4, a=5):
+    return [_rate("o", "overall", o), _rate("n", "naturalness", n), _rate("a", "artifacts", a)]
+
+
+@pytest.fixture
+def box():
+    m = np.zeros((30, 40), bool)
+    m[5:15, 10:30] = True
+    return m
+
+
+def test_parse_valid(box):
+    res = [_brush("p0", box), _rate("p0", "success", 4), _rate("p0", "preserve", 3),
+           {"id": "p0", "from_name": "verdict", "to_name": "edited", "type": "choices",
+            "value": {"choices": ["artifact"]}},
+           _brush("p1", ~box, "background"), _rate("p1", "preserve", 5)] + _image()
+    pa = parse_result(res, 40, 30, "rs1")
+    assert pa.valid and pa.invalid_reason is None
+    assert pa.ratings == {"overall": 4, "naturalness": 4, "artifacts": 5}
+    r0, r1 = pa.regions
+    assert (r0.region_id, r0.kind, r0.success, r0.preserve, r0.verdict) == ("rs1:0", "edit", 4, 3, "artifact")
+    assert np.array_equal(masks.decode(r0.rle), box) and r0.area == 200 and r0.bbox == (10, 5, 30, 15)
+    assert (r1.region_id, r1.kind, r1.success, r1.preserve) == ("rs1:1", "background", None, 5)
+
+
+@pytest.mark.parametrize("mutate, where, reason", [
+    (lambda r: r.pop(2), "region", "missing preserve rating"),
+    (lambda r: r.pop(1), "region", "missing success rating"),
+    (lambda r: r[0]["value"].update(brushlabels=["sky"]), "region", "unknown label ['sky']"),
+    (lambda r: r[1]["value"].update(rating=7), "region", "rating 7 outside 1..5"),
+    (lambda r: r[0].update(original_width=99), "region", "mask drawn on a 99x30 image"),
+    (lambda r: r[0]["value"].update(rle=mask_to_rle(np.zeros((30, 40), bool))), "region", "empty mask"),
+    (lambda r: r[0]["value"].update(rle=mask_to_rle(np.ones((10, 40), bool))), "region", "RLE"),
+    (lambda r: r.append(_rate("zz", "success", 3)), "annotation", "ratings for region 'zz' that has no mask"),
+    (lambda r: r.pop(), "annotation", "missing artifacts rating"),
+    (lambda r: r.append({"id": "q", "from_name": "mood", "type": "rating", "value": {}}), "annotation",
+     "unknown control 'mood'"),
+])
+def test_parse_invalid(box, mutate, where, reason):
+    res = [_brush("p0", box), _rate("p0", "success", 4), _rate("p0", "preserve", 3)] + _image()
+    mutate(res)
+    pa = parse_result(res, 40, 30, "rs1")
+    assert not pa.valid
+    assert reason in pa.invalid_reason
+    if where == "region":
+        assert reason in ", ".join(pa.regions[0].reasons)
+    else:
+        assert reason in "; ".join(pa.reasons)
+
+
+def test_parse_no_regions_and_not_a_list():
+    assert "no regions" in parse_result(_image(), 10, 10, None).invalid_reason
+    assert not parse_result({"oops": 1}, 10, 10, None).valid
+
+
+def test_drawn_region_has_no_proposal_id(box):
+    res = [_brush("AbC123xyz", box, "context"), _rate("AbC123xyz", "success", 2),
+           _rate("AbC123xyz", "preserve", 2)] + _image()
+    (r,) = parse_result(res, 40, 30, "rs1").regions
+    assert r.region_id is None and r.region_key == "AbC123xyz"
