@@ -21,6 +21,8 @@ if [ "$(cat .venv/.sfr-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'
   echo "$stamp" > .venv/.sfr-stamp
 fi
-if [ "${1:-}" = "--test" ] && [ -x scripts/install_test_deps.sh ]; then
-  bash scripts/install_test_deps.sh
+if [ "${1:-}" = "--test" ]; then
+  # Debian's chromium for the browser test; without root it cannot be installed and that one
+  # test skips with the reason.
+  bash scripts/install_test_deps.sh || echo "setup: warning: chromium not installed; the browser test will skip" >&2
 fi
