@@ -31,7 +31,7 @@ telemetry:
 
 @dataclass
 class DemoConfig:
-    n_sources: int = 12             # synthetic source photos
+    n_sources: int = 20             # synthetic source photos
     groups_per_source: int = 2      # instructions per photo (GRPO groups)
     rollouts: int = 4               # edited images per group
     image_size: int = 128

@@ -6,7 +6,7 @@ from pipelines.demo import DemoConfig, run_demo
 from warehouse.db import Warehouse
 
 
-def test_demo_runs_end_to_end(labelstudio, monkeypatch):
+def test_demo_runs_end_to_end(labelstudio, monkeypatch, capfd):
     ws = labelstudio.workspace
     monkeypatch.setenv("DAGSTER_HOME", str(ws.dagster_home))
     cfg = DemoConfig(n_sources=6, groups_per_source=1, rollouts=3, image_size=64, annotators_per_task=2,
@@ -31,6 +31,15 @@ def test_demo_runs_end_to_end(labelstudio, monkeypatch):
     for key in ("editing_samples", "region_proposals", "annotation_tasks", "simulated_annotations",
                 "synced_annotations", "dataset_version", "sfreward_model", "model_evaluation", "heldout_scores"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
+    # Secrets stay out of everything the run wrote or printed: the report, the Dagster event logs
+    # and run metadata, the process output.
+    secret = labelstudio.api_key
+    assert secret not in text
+    for run in instance.get_runs():
+        for event in instance.all_logs(run.run_id):
+            assert secret not in str(event), event
+    out, err = capfd.readouterr()
+    assert secret not in out and secret not in err
     # A rerun reuses everything: same dataset id, no new samples or tasks.
     run_demo(ws.home, cfg)
     assert wh.query("SELECT count(*) FROM samples") == [(18,)]

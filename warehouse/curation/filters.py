@@ -100,7 +100,8 @@ def _near_duplicates(con: duckdb.DuckDBPyConnection, k: int) -> None:
     """Cluster candidate samples whose edited images' dHashes differ in <= k bits; keep one per
     cluster (most annotators, then smallest sample_id). Rollouts of the same GRPO group are never
     duplicates of each other: they share a source and differ only where the edit acted, which is
-    exactly what within-group ranking learns from. Pigeonhole: two 64-bit hashes within k
+    exactly what within-group ranking learns from. Samples with different instructions are not
+    duplicates either (the same untouched image is a missed edit for two different requests). Pigeonhole: two 64-bit hashes within k
     bits agree exactly on at least one of k+1 bands, so candidate pairs come from band joins."""
     bands = k + 1
     width = -(-64 // bands)
@@ -108,13 +109,14 @@ def _near_duplicates(con: duckdb.DuckDBPyConnection, k: int) -> None:
         f"(h.dhash >> {b * width}) & {(1 << min(width, 64 - b * width)) - 1} AS b{b}" for b in range(bands))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dh AS
-        SELECT c.sample_id, s.group_id, h.dhash, coalesce(a.n_annotators, 0) AS n_ann, {band_cols}
+        SELECT c.sample_id, s.group_id, lower(trim(s.instruction)) AS instr, h.dhash,
+               coalesce(a.n_annotators, 0) AS n_ann, {band_cols}
         FROM cand c JOIN samples s USING (sample_id) JOIN image_hashes h ON h.sha256 = s.edited_sha256
         LEFT JOIN cur_agg_samples a ON a.sample_id = c.sample_id
     """)
     pair_sql = " UNION ".join(
         f"SELECT x.sample_id AS a, y.sample_id AS b FROM dh x JOIN dh y ON x.b{b} = y.b{b} "
-        f"AND x.sample_id < y.sample_id AND x.group_id <> y.group_id "
+        f"AND x.sample_id < y.sample_id AND x.group_id <> y.group_id AND x.instr = y.instr "
         f"WHERE bit_count(xor(x.dhash, y.dhash)) <= {k}" for b in range(bands))
     pairs = con.execute(pair_sql).fetchall()
     if not pairs:
