@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -206,7 +206,9 @@ def _parse_ts(s: str) -> datetime:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.isoformat().replace("+00:00", "Z")
+    # Label Studio parses filter datetimes with '%Y-%m-%dT%H:%M:%S.%fZ' only: always write the
+    # microseconds (isoformat drops them when they are 0, e.g. an HTTP Date header's time).
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _canon(result: Any) -> str:
