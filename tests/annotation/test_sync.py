@@ -257,8 +257,8 @@ def test_window_start_rereads_only_what_a_racing_commit_could_hide():
 
     assert _window_start(None, None, 5) is None
     # No listing time known: the cursor minus the overlap.
-    assert _window_start("2026-01-01T00:00:10Z", None, 5) == "2026-01-01T00:00:05Z"
+    assert _window_start("2026-01-01T00:00:10Z", None, 5) == "2026-01-01T00:00:05.000000Z"
     # The previous listing ran long after the newest change: nothing can hide before the cursor.
-    assert _window_start("2026-01-01T00:00:10Z", "2026-01-01T00:01:00Z", 5) == "2026-01-01T00:00:10Z"
+    assert _window_start("2026-01-01T00:00:10Z", "2026-01-01T00:01:00Z", 5) == "2026-01-01T00:00:10.000000Z"
     # The previous listing ran 2 s after the newest change: re-read from listing time - overlap.
-    assert _window_start("2026-01-01T00:00:10Z", "2026-01-01T00:00:12Z", 5) == "2026-01-01T00:00:07Z"
+    assert _window_start("2026-01-01T00:00:10Z", "2026-01-01T00:00:12Z", 5) == "2026-01-01T00:00:07.000000Z"
