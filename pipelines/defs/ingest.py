@@ -10,8 +10,13 @@ import dagster as dg
 
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
-from warehouse.ingest import batch_id_for, ingest_batch, register_batch
+from warehouse.ingest import IngestConfig, ingest_batch, register_batch
 from warehouse.workspace import Workspace
+
+
+class IngestRunConfig(dg.Config):
+    chunk_size: int = 128      # rows per warehouse transaction
+    max_pixels: int = 40_000_000
 
 
 @dg.asset(
@@ -24,8 +29,10 @@ from warehouse.workspace import Workspace
     description="Validated editing samples of one batch, images in the content-addressed store; "
                 "bad rows quarantined with their reason.",
 )
-def editing_samples(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
-    summary = ingest_batch(workspace.workspace(), context.partition_key)
+def editing_samples(context: dg.AssetExecutionContext, config: IngestRunConfig,
+                    workspace: WorkspaceResource) -> dg.MaterializeResult:
+    summary = ingest_batch(workspace.workspace(), context.partition_key,
+                           IngestConfig(chunk_size=config.chunk_size, max_pixels=config.max_pixels))
     d = summary.as_dict()
     return dg.MaterializeResult(
         metadata={"rows": d["rows"], "ingested": d["ingested"], "duplicates": d["duplicates"],
