@@ -181,6 +181,9 @@ def _parse_brush(reg: ParsedRegion, item: dict, value: dict, width: int, height:
         reg.reasons.append(f"unknown label {labels!r}; expected one of {list(C.REGION_KINDS)}")
     else:
         reg.kind = labels[0]
+    if item.get("to_name", C.EDITED) != C.EDITED:
+        reg.reasons.append(f"region drawn on the {item.get('to_name')!r} image; regions belong on the edited image")
+        return
     ow, oh = item.get("original_width"), item.get("original_height")
     if (ow, oh) != (width, height):
         reg.reasons.append(f"mask drawn on a {ow}x{oh} image, the edited image is {width}x{height}")

@@ -91,6 +91,7 @@ def test_parse_valid(box):
     (lambda r: r[0]["value"].update(brushlabels=["sky"]), "region", "unknown label ['sky']"),
     (lambda r: r[1]["value"].update(rating=7), "region", "rating 7 outside 1..5"),
     (lambda r: r[0].update(original_width=99), "region", "mask drawn on a 99x30 image"),
+    (lambda r: r[0].update(to_name="source"), "region", "region drawn on the 'source' image"),
     (lambda r: r[0]["value"].update(rle=mask_to_rle(np.zeros((30, 40), bool))), "region", "empty mask"),
     (lambda r: r[0]["value"].update(rle=mask_to_rle(np.ones((10, 40), bool))), "region", "RLE"),
     (lambda r: r.append(_rate("zz", "success", 3)), "annotation", "ratings for region 'zz' that has no mask"),
