@@ -95,7 +95,9 @@ class Warehouse:
                                 "by another process; is a long job running? Try again when it ends."
                             ) from None
                         time.sleep(delay)
-                        delay = min(delay * 2, 0.2)
+                        # a short cap: a writer looping over chunks releases the lock only between chunks,
+                        # and a waiter that sleeps long misses those windows and starves.
+                        delay = min(delay * 2, 0.02)
                 try:
                     yield
                 finally:
