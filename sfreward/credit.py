@@ -211,15 +211,15 @@ def token_coverage(
         counts = rows[:, None] * cols[None, :]
     sums = _block_sums(u, t)
     if background:
-        # amax of the 0/1 bytes is the per-pixel union (much faster than bool.any here).
+        # Background = the token's real pixels minus those any region covers. amax of the 0/1
+        # bytes is the per-pixel union (much faster than bool.any here); padding pixels are in
+        # no region, so "real pixels - union" also handles remainder="pad" without a special case.
+        real = t * t if counts is None else counts.to(torch.int64)
         if u.shape[-3] == 0:  # no regions: everything is background
-            bg = torch.ones(*u.shape[:-3], 1, *u.shape[-2:], dtype=torch.uint8, device=u.device)
+            union = torch.zeros(*u.shape[:-3], 1, *sums.shape[-2:], dtype=sums.dtype, device=u.device)
         else:
-            bg = 1 - u.amax(dim=-3, keepdim=True)
-        if counts is not None:  # padding pixels are not background either
-            bg[..., H:, :] = 0
-            bg[..., :, W:] = 0
-        sums = torch.cat([sums, _block_sums(bg, t)], dim=-3)
+            union = _block_sums(u.amax(dim=-3, keepdim=True), t)
+        sums = torch.cat([sums, real - union], dim=-3)
     sums = sums.to(torch.float32)
     return sums / (t * t) if counts is None else sums / counts
 
@@ -382,11 +382,14 @@ def region_weighted_loss(
             f"coverage: shape {tuple(c.shape)} (flattened) does not fit K={K} regions, N={N} tokens"
             + (f", G={G} rollouts" if c.ndim == 3 else "")
         )
-    if c.ndim == 2:
-        c = c.expand(G, K, N)
-    area = c.sum(-1)                                                    # [G, K] tokens
     # Region log-ratio by linearity: L_new - L_old = region mean of (l_new - l_old).
-    L = torch.einsum("gtn,gkn->gtk", dl, c) / area.clamp_min(torch.finfo(dl.dtype).tiny)[:, None, :]
+    if c.ndim == 2:  # shared by the group: one GEMM [G*T, N] x [N, K], nothing expanded
+        area = c.sum(-1).expand(G, K)                                   # [G, K] tokens
+        L = dl @ c.T
+    else:
+        area = c.sum(-1)
+        L = torch.einsum("gtn,gkn->gtk", dl, c)
+    L = L / area.clamp_min(torch.finfo(dl.dtype).tiny)[:, None, :]
 
     if isinstance(region_weights, str):
         if region_weights not in WEIGHT_MODES:

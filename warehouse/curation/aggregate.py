@@ -54,7 +54,7 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
         CREATE OR REPLACE TEMP TABLE cur_regions AS
         SELECT c.project_key, c.sample_id, c.annotator, c.usable,
                coalesce(r.region_id, 'drawn:' || r.project_key || ':' || r.ls_annotation_id || ':' || r.region_key) AS region_id,
-               r.region_id IS NULL AS is_drawn, r.success, r.preserve, r.verdict
+               r.region_id IS NULL AS is_drawn, r.success, r.preserve, r.verdict, r.rle
         FROM cur_ann c
         JOIN annotation_regions r ON r.project_key = c.project_key AND r.ls_annotation_id = c.ls_annotation_id
         WHERE c.rated AND r.valid

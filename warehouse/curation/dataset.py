@@ -25,7 +25,7 @@ from warehouse.workspace import Workspace
 ROW_COLS = ["sample_id", "group_id", "source_sha256", "edited_sha256", "split", "instruction", "category",
             "editor", "overall", "naturalness", "artifacts", "n_annotators"]
 REGION_COLS = ["sample_id", "region_id", "ord", "kind", "rle", "x1", "y1", "x2", "y2", "area", "success",
-               "preserve", "success_std", "preserve_std", "n_annotators", "verdict"]
+               "preserve", "success_std", "preserve_std", "n_annotators", "verdict", "mask_source"]
 
 
 @dataclass
@@ -103,7 +103,7 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
                    kind, rle, x1, y1, x2, y2, area,
                    5 * success_{stat} AS success, 5 * preserve_{stat} AS preserve,
                    5 * success_std AS success_std, 5 * preserve_std AS preserve_std,
-                   coalesce(n_annotators, 0) AS n_annotators, verdict
+                   coalesce(n_annotators, 0) AS n_annotators, verdict, mask_source
             FROM cand_regions WHERE sample_id IN (SELECT sample_id FROM ds_rows)
         """)
         rows_hash = _row_hash(con, "ds_rows", ROW_COLS, "sample_id")

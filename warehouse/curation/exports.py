@@ -57,6 +57,7 @@ def hf_features():
             "bbox": List(Value("int32")), "area": Value("int64"),
             "success": F32, "preserve": F32, "success_std": F32, "preserve_std": F32,
             "n_annotators": Value("int32"), "verdict": Value("string"),
+            "mask_source": Value("string"),   # proposal | corrected (annotators' fix) | drawn
         }),
         "overall": F32, "naturalness": F32, "artifacts": F32, "n_annotators": Value("int32"),
     })
@@ -150,7 +151,8 @@ def export_hf(ws: Workspace, dataset_id: str) -> Path:
                         "bbox": [g["x1"], g["y1"], g["x2"], g["y2"]], "area": g["area"],
                         "success": _nan(g["success"]), "preserve": _nan(g["preserve"]),
                         "success_std": _nan(g["success_std"]), "preserve_std": _nan(g["preserve_std"]),
-                        "n_annotators": g["n_annotators"], "verdict": g["verdict"]} for g in r["regions"]],
+                        "n_annotators": g["n_annotators"], "verdict": g["verdict"],
+                        "mask_source": g.get("mask_source")} for g in r["regions"]],
                     "overall": _nan(r["overall"]), "naturalness": _nan(r["naturalness"]),
                     "artifacts": _nan(r["artifacts"]), "n_annotators": r["n_annotators"],
                 } for r in chunk]
@@ -183,7 +185,7 @@ def reward_record(r: dict, source: str, edited: str, with_masks: bool = True) ->
                "score": [_none(g["success"]), _none(g["preserve"])]}
         if with_masks:
             reg |= {"mask": json.loads(g["rle"]), "std": [_none(g["success_std"]), _none(g["preserve_std"])],
-                    "n_annotators": g["n_annotators"]}
+                    "n_annotators": g["n_annotators"], "mask_source": g.get("mask_source")}
         regions.append(reg)
     return {"sample_id": r["sample_id"], "group_id": r["group_id"], "split": r["split"], "source": source,
             "edited": edited, "instruction": r["instruction"], "category": r["category"], "regions": regions,
@@ -248,7 +250,8 @@ def export_all(ws: Workspace, dataset_id: str) -> dict[str, Path]:
 FORMAT_TEXT = {
     "hf": "Parquet shards with Hugging Face `datasets` features (Image columns `source`, `edited`; "
           "`regions` = list of {region_id, kind, mask (COCO RLE), bbox [x1, y1, x2, y2], area, success, "
-          "preserve, success_std, preserve_std, n_annotators, verdict}). Load with "
+          "preserve, success_std, preserve_std, n_annotators, verdict, mask_source: proposal | corrected "
+          "(annotators' majority-vote fix of the proposal) | drawn}). Load with "
           "`datasets.load_dataset(\"parquet\", data_files={\"train\": \"train-00000-of-00001.parquet\", ...})`.",
     "reward_json": "JSON lines, one edited image per line: regions with `bbox_2d`, COCO RLE `mask` and "
                    "`score` = [success, preserve]; `background`; `overall`; `quality` = [naturalness, artifacts].",

@@ -23,6 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from warehouse.curation.config import CurationConfig
+from warehouse.curation.consensus import apply_mask_consensus
 from warehouse.db import Warehouse
 from warehouse.imagestore import LocalImageStore
 from warehouse.workspace import Workspace
@@ -139,8 +140,9 @@ def _near_duplicates(con: duckdb.DuckDBPyConnection, k: int) -> None:
 
 
 def build_candidate_regions(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> None:
-    """Temp `cand_regions`: for each candidate sample, the regions of its region set (proposals)
-    plus annotator-drawn regions, with aggregates; filtered regions go to `excl`."""
+    """Temp `cand_regions`: for each candidate sample, the regions of its region set (proposals,
+    with the annotators' mask corrections applied) plus annotator-drawn regions, with
+    aggregates; filtered regions go to `excl`."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE sample_rs AS
         WITH t AS (SELECT sample_id, max(region_set_id) AS rs FROM tasks GROUP BY sample_id),
@@ -151,16 +153,21 @@ def build_candidate_regions(con: duckdb.DuckDBPyConnection, config: CurationConf
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE all_regions AS
-        SELECT p.sample_id, r.region_id, r.idx AS ord, r.kind, r.rle, r.x1, r.y1, r.x2, r.y2, r.area
+        SELECT p.sample_id, r.region_id, r.idx AS ord, r.kind, r.rle, r.x1, r.y1, r.x2, r.y2, r.area,
+               'proposal' AS mask_source
         FROM sample_rs p JOIN regions r ON r.region_set_id = p.region_set_id
         UNION ALL
         SELECT cr.sample_id, cr.region_id, 100000 + row_number() OVER (PARTITION BY cr.sample_id ORDER BY cr.region_id),
-               ar.kind, ar.rle, ar.x1, ar.y1, ar.x2, ar.y2, ar.area
+               ar.kind, ar.rle, ar.x1, ar.y1, ar.x2, ar.y2, ar.area, 'drawn'
         FROM (SELECT DISTINCT sample_id, region_id, project_key FROM cur_regions WHERE is_drawn AND usable) cr
         JOIN cand USING (sample_id)
         JOIN annotation_regions ar
           ON cr.region_id = 'drawn:' || ar.project_key || ':' || ar.ls_annotation_id || ':' || ar.region_key
     """)
+    # Annotators' fixes of prefilled masks replace the proposal masks (warehouse.curation.consensus).
+    apply_mask_consensus(con)
+    _exclude(con, "region", "SELECT sample_id || '/' || region_id, 'empty_consensus_mask', detail "
+                            "FROM empty_consensus")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE cand_regions AS
         SELECT r.*, g.n_annotators, g.success_n, g.success_mean, g.success_median, g.success_std,
