@@ -1,4 +1,4 @@
-"""`sfr ingest PATH` and `sfr status`."""
+"""`sfr ingest PATH`, `sfr status` and `sfr snapshot ROOT`."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,7 @@ from tqdm import tqdm
 from pipelines.cli import CLIError, print_json
 from warehouse.db import Warehouse, WarehouseError
 from warehouse.ingest import IngestConfig, ManifestError, ingest_path
+from warehouse.lake import LakeWarehouse, export_snapshot
 from warehouse.workspace import Workspace
 
 
@@ -20,7 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("status", help="warehouse row counts and schema version as JSON")
+    s.add_argument("--snapshot", metavar="ROOT", default=None,
+                   help="read a parquet snapshot under ROOT (its LATEST) instead of the DuckDB file")
     s.set_defaults(func=cmd_status)
+
+    sn = sub.add_parser("snapshot", help="export the warehouse as hive-partitioned parquet under ROOT "
+                                         "(a new immutable snapshot; ROOT/LATEST points at it)")
+    sn.add_argument("root", help="snapshot root: a local directory or a mounted bucket")
+    sn.add_argument("--id", default=None, help="snapshot id (default: the UTC time)")
+    sn.set_defaults(func=cmd_snapshot)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -39,7 +48,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.snapshot:
+        try:
+            lake = LakeWarehouse.open(args.snapshot)
+        except WarehouseError as e:
+            raise CLIError(str(e)) from None
+        print_json({"snapshot": str(lake.snapshot.path), "schema_version": lake.schema_version(),
+                    "tables": lake.counts()})
+        return 0
     ws = Workspace.open(args.home)
     wh = Warehouse.open(ws)
     print_json({"home": str(ws.home), "schema_version": wh.schema_version(), "tables": wh.counts()})
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    ws = Workspace.open(args.home)
+    try:
+        snap = export_snapshot(Warehouse.open(ws), args.root, args.id)
+    except WarehouseError as e:
+        raise CLIError(str(e)) from None
+    print_json({"snapshot_id": snap.snapshot_id, "path": str(snap.path), "schema_version": snap.schema_version,
+                "rows": snap.rows})
     return 0

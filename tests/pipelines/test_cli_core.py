@@ -51,3 +51,17 @@ def test_two_processes_ingesting_at_once_lose_nothing(tmp_path):
     assert sum(json.loads(o)["ingested"] for o, _ in outs) == 12
     status = json.loads(sfr("status", home=tmp_path / "h").stdout)
     assert status["tables"]["samples"] == 12 and status["tables"]["images"] == 16
+
+
+def test_snapshot_then_status_of_the_snapshot(tmp_path):
+    manifest = make_samples(tmp_path / "in", names=("astronaut", "coffee"), rollouts=2)
+    sfr("ingest", str(manifest), home=tmp_path / "h")
+    missing = sfr("status", "--snapshot", str(tmp_path / "lake"), home=tmp_path / "h", check=False)
+    assert missing.returncode == 2 and "no snapshot yet" in missing.stderr and "Traceback" not in missing.stderr
+    snap = json.loads(sfr("snapshot", str(tmp_path / "lake"), "--id", "first", home=tmp_path / "h").stdout)
+    assert snap["snapshot_id"] == "first" and snap["rows"]["samples"] == 4
+    status = json.loads(sfr("status", "--snapshot", str(tmp_path / "lake"), home=tmp_path / "h").stdout)
+    live = json.loads(sfr("status", home=tmp_path / "h").stdout)
+    assert status["tables"] == live["tables"] and status["schema_version"] == live["schema_version"]
+    again = sfr("snapshot", str(tmp_path / "lake"), "--id", "first", home=tmp_path / "h", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
