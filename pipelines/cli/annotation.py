@@ -1,4 +1,4 @@
-"""`sfr labelstudio up|down|status` and `sfr annotate push|sync`."""
+"""`sfr labelstudio up|down|status` and `sfr annotate push|sync|gold`."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = asub.add_parser("sync", help="pull new, changed and deleted annotations since the last sync")
     s.add_argument("--project", required=True, help="project key")
     s.set_defaults(func=cmd_sync)
+    gd = asub.add_parser("gold", help="store known answers of gold tasks from a JSON file "
+                                      "(all or nothing), or print a template to fill in")
+    gd.add_argument("file", nargs="?", help='JSON: {sample_id: {"image": {dimension: 1..5}, '
+                                            '"regions": {region_id: {dimension: 1..5}}}}; null = no answer')
+    gd.add_argument("--template", nargs="+", metavar="SAMPLE_ID", help="print a template for these samples instead")
+    gd.set_defaults(func=cmd_gold)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -88,4 +94,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print_json(summary.as_dict())
+    return 0
+
+
+def cmd_gold(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from warehouse.curation.gold import gold_template, record_gold_many
+
+    ws = Workspace.open(args.home)
+    try:
+        if args.template:
+            print_json(gold_template(ws, args.template))
+            return 0
+        if not args.file:
+            raise CLIError("give a JSON file of gold answers, or --template SAMPLE_ID ... to get one to fill in")
+        try:
+            answers = json.loads(Path(args.file).read_text())
+        except FileNotFoundError:
+            raise CLIError(f"{args.file}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise CLIError(f"{args.file}: not valid JSON ({e})") from None
+        print_json({"stored": record_gold_many(ws, answers), "samples": len(answers)})
+    except ValueError as e:
+        raise CLIError(f"{args.file or 'gold'}: {e}; nothing was stored") from None
     return 0

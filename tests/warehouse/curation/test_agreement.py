@@ -124,3 +124,29 @@ def test_record_gold_validates(curation_ws, annotated_warehouse):
         record_gold(curation_ws, sid, {"success": 3})
     with pytest.raises(ValueError, match="unknown sample"):
         record_gold(curation_ws, "nope", {"overall": 3})
+
+
+def test_gold_template_filled_in_is_stored_all_or_nothing(curation_ws, annotated_warehouse):
+    from warehouse.curation.gold import gold_template, record_gold_many
+
+    a, b = annotated_warehouse.sample_ids[-2:]
+    tpl = gold_template(curation_ws, [a, b])
+    regions_a = [r["region_id"] for r in annotated_warehouse.regions[a]]
+    assert list(tpl[a]["regions"]) == regions_a
+    assert tpl[a]["image"] == {"overall": None, "naturalness": None, "artifacts": None}
+    bg = [r["region_id"] for r in annotated_warehouse.regions[a] if r["kind"] == "background"][0]
+    assert tpl[a]["regions"][bg] == {"preserve": None}   # no success rating on the background
+    wh = Warehouse.open(curation_ws)
+    before = wh.query("SELECT count(*) FROM gold_answers")[0][0]
+    tpl[a]["image"]["overall"] = 4
+    tpl[a]["regions"][regions_a[0]]["success"] = 5
+    tpl[b]["regions"]["no-such-region"] = {"preserve": 3}
+    with pytest.raises(ValueError, match="no region 'no-such-region' in the tasks of sample"):
+        record_gold_many(curation_ws, tpl)
+    assert wh.query("SELECT count(*) FROM gold_answers")[0][0] == before   # nothing stored
+    del tpl[b]["regions"]["no-such-region"]
+    assert record_gold_many(curation_ws, tpl) == 2                          # nulls skipped
+    assert wh.query("SELECT region_id, dimension, rating FROM gold_answers WHERE sample_id = ? ORDER BY ALL",
+                    [a]) == [("", "overall", 4), (regions_a[0], "success", 5)]
+    with pytest.raises(ValueError, match="no pushed task with regions for samples: 'nope'"):
+        gold_template(curation_ws, ["nope"])
