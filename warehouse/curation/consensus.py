@@ -37,6 +37,13 @@ def consensus_mask(annotated: list[np.ndarray], proposal: np.ndarray) -> np.ndar
     return (2 * votes > n) | ((2 * votes == n) & proposal)
 
 
+def _decode_or_none(rle: str) -> np.ndarray | None:
+    try:
+        return masks.decode(rle)
+    except masks.MaskError:
+        return None
+
+
 def apply_mask_consensus(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Rewrite the mask, box and area of proposal regions in temp table `all_regions` (columns
     sample_id, region_id, rle, x1, y1, x2, y2, area, mask_source) where usable annotators
@@ -53,10 +60,13 @@ def apply_mask_consensus(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """).fetchall()
     fixed, empty = [], []
     for sample_id, region_id, proposal_rle, rles in rows:
-        proposal = masks.decode(proposal_rle)
-        # A mask of another size cannot be voted with the proposal; sync already refuses
-        # masks that do not match the edited image, so this only guards hand-made rows.
-        annotated = [m for m in (masks.decode(r) for r in rles) if m.shape == proposal.shape]
+        try:
+            proposal = masks.decode(proposal_rle)
+        except masks.MaskError:
+            continue  # left as is: the dataset's `region_masks_decode` check reports and blocks it
+        # Undecodable or other-size masks cannot vote; sync already refuses masks that do not
+        # match the edited image, so this only guards rows written by other means.
+        annotated = [m for m in map(_decode_or_none, rles) if m is not None and m.shape == proposal.shape]
         m = consensus_mask(annotated, proposal)
         if np.array_equal(m, proposal):  # a minority fix: the vote keeps the proposal
             continue

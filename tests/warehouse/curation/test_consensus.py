@@ -121,3 +121,20 @@ def test_hf_export_carries_the_mask_source(curation_ws, annotated_warehouse, hf_
     assert np.array_equal(masks.decode(json.dumps(found[0][1])), fixed)
     sources = {r["mask_source"] for split in ds.values() for row in split for r in row["regions"]}
     assert sources == {"proposal", "corrected"}
+
+
+def test_an_undecodable_annotator_mask_does_not_vote(curation_ws, annotated_warehouse):
+    wh = Warehouse.open(curation_ws)
+    sid = annotated_warehouse.sample_ids[0]
+    rid, prop = _region(wh, sid)
+    fixed = np.zeros_like(prop)
+    fixed[2:20, 2:20] = True
+    _set_masks(wh, sid, rid, [fixed, fixed, fixed])
+    with wh.write() as con:  # one of the three rows is corrupt: the other two decide
+        con.execute("UPDATE annotation_regions SET rle = '{\"size\": [64, 64], \"counts\": \"!!\"}' "
+                    "WHERE region_id = ? AND ls_annotation_id = (SELECT min(ls_annotation_id) FROM annotation_regions "
+                    "WHERE region_id = ?)", [rid, rid])
+    v = build_dataset(curation_ws, CurationConfig(**CFG))
+    rle, src = wh.query("SELECT rle, mask_source FROM dataset_regions WHERE dataset_id = ? AND sample_id = ? "
+                        "AND region_id = ?", [v.dataset_id, sid, rid])[0]
+    assert src == "corrected" and np.array_equal(masks.decode(rle), fixed)
