@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +40,8 @@ from sfreward.inputs import (  # noqa: F401  (re-exported: the serving API's inp
 )
 
 SCALE = 25.0
+_REGION_COLS = ("success", "preserve", "success_std", "preserve_std")   # model outputs per region
+_ITEM_COLS = ("naturalness", "artifacts", "overall")                    # ... and per item
 
 
 @dataclass
@@ -54,6 +56,12 @@ class RegionScore:
     preserve_std: float
     phi: float                 # min(success, preserve); background: preserve
     reward: float              # sqrt(phi * AES) / 25, in [0, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Same as dataclasses.asdict (bbox copied), faster."""
+        d = {f: getattr(self, f) for f in _REGION_FIELDS}
+        d["bbox"] = list(self.bbox)
+        return d
 
 
 @dataclass
@@ -84,12 +92,18 @@ class ItemScore:
         return float(np.mean([(r.success_std + r.preserve_std) / 2 for r in self.regions]))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # By hand: asdict's recursive deep copy is ~6x slower, on every response of the server.
+        d = {f: getattr(self, f) for f in _ITEM_FIELDS}
+        d["regions"] = [r.to_dict() for r in self.regions]
         d["rewards"] = self.rewards
         bg = self.background
-        d["background"] = asdict(bg) if bg is not None else None
+        d["background"] = bg.to_dict() if bg is not None else None
         d["uncertainty"] = None if not self.valid else self.uncertainty
         return d
+
+
+_REGION_FIELDS = tuple(f.name for f in fields(RegionScore))
+_ITEM_FIELDS = tuple(f.name for f in fields(ItemScore))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -145,7 +159,8 @@ class Scorer:
                 regs = normalize_regions(regions, src.shape[0], src.shape[1])
             src_t = to_model_tensor(src, self.image_size)
             masks = resize_masks(np.stack([r.mask for r in regs]), self.image_size)
-            meta = [(r.region_id, r.kind, mask_bbox(r.mask), int(r.mask.sum())) for r in regs]
+            # count_nonzero: mask.sum() first casts the whole bool mask to int64 (~7x slower)
+            meta = [(r.region_id, r.kind, mask_bbox(r.mask), int(np.count_nonzero(r.mask))) for r in regs]
         except InvalidInput as e:
             return [e for _ in edits]
         out: list[PreparedItem | InvalidInput] = []
@@ -198,34 +213,36 @@ class Scorer:
         src = torch.stack([it.source for it in items]).to(dev)
         ed = torch.stack([it.edit for it in items]).to(dev)
         out = self.model.predict(src, ed, [it.instruction for it in items], [it.masks.to(dev) for it in items])
-        cols = {k: out[k].detach().float().cpu().numpy() for k in
-                ("success", "preserve", "success_std", "preserve_std", "naturalness", "artifacts", "overall")}
         region_image = out["region_image"].detach().cpu().numpy()
+        ks = [len(it.regions) for it in items]
+        if len(region_image) != sum(ks):
+            raise RuntimeError(f"model returned {len(region_image)} region rows for {sum(ks)} regions")
+        if not (region_image == np.repeat(np.arange(len(items)), ks)).all():
+            raise RuntimeError("model output regions are not in input order (region_image mismatch)")
+        # Whole columns checked and turned into Python floats at once: per-item numpy calls took
+        # 1.5x as long for a batch of 32 (model thread time holding the GIL, not model work).
+        cols = {k: out[k].detach().float().cpu().numpy() for k in _REGION_COLS + _ITEM_COLS}
+        region_ok = np.isfinite(np.stack([cols[c] for c in _REGION_COLS])).all(0).tolist()
+        item_ok = np.isfinite(np.stack([cols[c] for c in _ITEM_COLS])).all(0).tolist()
+        succ, pres, succ_std, pres_std = (cols[c].tolist() for c in _REGION_COLS)
+        nats, arts, ovrs = (cols[c].tolist() for c in _ITEM_COLS)
         scores = []
         offset = 0
         for b, it in enumerate(items):
-            k = len(it.regions)
-            sl = slice(offset, offset + k)
-            offset += k
-            if not (region_image[sl] == b).all():
-                raise RuntimeError("model output regions are not in input order (region_image mismatch)")
-            vals = {c: cols[c][sl] for c in ("success", "preserve", "success_std", "preserve_std")}
-            nat, art, ovr = (float(cols[c][b]) for c in ("naturalness", "artifacts", "overall"))
-            finite = all(np.isfinite(v).all() for v in vals.values()) and all(map(math.isfinite, (nat, art, ovr)))
-            if not finite:
+            first, offset = offset, offset + ks[b]
+            if not (item_ok[b] and all(region_ok[first:offset])):
                 scores.append(ItemScore(valid=False, error="model produced non-finite scores for this item",
                                         model_version=self.version))
                 continue
+            nat, art = nats[b], arts[b]
             aes = min(nat, art)
             regs = []
-            for r, (rid, kind, bbox, area) in enumerate(it.regions):
-                s, p = float(vals["success"][r]), float(vals["preserve"][r])
+            for j, (rid, kind, bbox, area) in enumerate(it.regions, start=first):
+                s, p = succ[j], pres[j]
                 phi = p if kind == "background" else min(s, p)
-                regs.append(RegionScore(rid, kind, bbox, area, s, p, float(vals["success_std"][r]),
-                                        float(vals["preserve_std"][r]), phi, region_reward(phi, aes)))
-            scores.append(ItemScore(True, None, regs, nat, art, ovr, aes, self.version))
-        if offset != len(region_image):
-            raise RuntimeError(f"model returned {len(region_image)} region rows for {offset} regions")
+                regs.append(RegionScore(rid, kind, bbox, area, s, p, succ_std[j], pres_std[j], phi,
+                                        region_reward(phi, aes)))
+            scores.append(ItemScore(True, None, regs, nat, art, ovrs[b], aes, self.version))
         return scores
 
     # -- the public batch API ------------------------------------------------------------

@@ -248,8 +248,8 @@ def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, sourc
     except InvalidInput as e:
         raise HTTPError(422, f"regions: {e}") from None
     prepared = scorer.prepare_group(src, decoded, req.instruction, norm)
-    regions_out = [{"region_id": r.region_id, "kind": r.kind, "bbox": _bbox(r.mask), "area": int(r.mask.sum()),
-                    "mask": mask_codec.encode(r.mask)} for r in norm]
+    regions_out = [{"region_id": r.region_id, "kind": r.kind, "bbox": _bbox(r.mask),
+                    "area": int(np.count_nonzero(r.mask)), "mask": mask_codec.encode(r.mask)} for r in norm]
     return prepared, regions_out, region_source
 
 

@@ -158,3 +158,54 @@ def test_npy_uploads_are_checked_before_allocation():
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InvalidInput, match="edits\\[0\\]"):
         decode_image(buf.getvalue(), "edits[0]")
+
+
+def test_non_finite_or_misordered_model_outputs_spoil_only_their_items(tiny_scorer):
+    src = photo("coffee", 64)
+    edits = edits_of(src, 4, seed=2)
+
+    class Spoiling:  # the real model, with chosen outputs broken
+        config = tiny_scorer.model.config
+        spoil = staticmethod(lambda out: None)
+
+        def predict(self, *args):
+            out = {k: v.clone() for k, v in tiny_scorer.model.predict(*args).items()}
+            self.spoil(out)
+            return out
+
+    model = Spoiling()
+    scorer = Scorer(model, "v", "cpu", config=ScorerConfig(batch_size=4))
+    clean = scorer.score([src] * 4, edits, "brighten", [box_regions(64, 64)] * 4)
+    k = len(clean[0].regions)
+    model.spoil = lambda out: (out["preserve"].__setitem__(k + 1, float("nan")),   # a region of item 1
+                               out["artifacts"].__setitem__(3, float("inf")))      # item 3
+    res = scorer.score([src] * 4, edits, "brighten", [box_regions(64, 64)] * 4)
+    assert [r.valid for r in res] == [True, False, True, False]
+    assert res[1].error == "item 1: model produced non-finite scores for this item"
+    assert res[0].to_dict() == clean[0].to_dict() and res[2].to_dict() == clean[2].to_dict()
+    # outputs that do not line up with the regions: the batch fails, then each item alone
+    model.spoil = lambda out: out["region_image"].add_(1)
+    res = scorer.score([src] * 2, edits[:2], "brighten", [box_regions(64, 64)] * 2)
+    assert [r.error for r in res] == [f"item {i}: model failed on this item (RuntimeError: model output regions "
+                                      "are not in input order (region_image mismatch))" for i in range(2)]
+
+    def extra_row(out):
+        for c in ("success", "preserve", "success_std", "preserve_std", "region_image"):
+            out[c] = torch.cat([out[c], out[c][-1:]])
+    model.spoil = extra_row
+    res = scorer.score([src], edits[:1], "brighten", [box_regions(64, 64)])
+    assert res[0].error == (f"item 0: model failed on this item (RuntimeError: model returned {k + 1} region rows "
+                            f"for {k} regions)")
+
+
+def test_score_to_dict_is_asdict_plus_derived_fields(tiny_scorer):
+    from dataclasses import asdict
+
+    src = photo("coffee", 64)
+    res = tiny_scorer.score([src], edits_of(src, 1), "brighten", [box_regions(64, 64)])[0]
+    d = res.to_dict()
+    assert list(d) == list(asdict(res)) + ["rewards", "background", "uncertainty"]
+    assert {k: d[k] for k in asdict(res)} == asdict(res)
+    assert d["background"] == asdict(res.background) and d["uncertainty"] == res.uncertainty
+    d["regions"][0]["bbox"].append(99)  # a copy, as asdict makes
+    assert len(res.regions[0].bbox) == 4

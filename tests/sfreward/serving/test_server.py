@@ -197,3 +197,34 @@ def test_queue_full_gives_503_with_retry_after(start_server, server_token, tiny_
         t.join(60)
     assert [results[k].status_code for k in "abc"] == [200, 200, 200]
     assert post(srv, body, server_token).status_code == 200
+
+
+def test_long_base64_decodes_like_the_standard_library():
+    import binascii
+
+    from sfreward.server.payload import HTTPError, _b64
+
+    def std(s: str):
+        try:
+            return base64.b64decode(s, validate=True)
+        except (binascii.Error, ValueError):
+            return "refused"
+
+    def ours(s: str):
+        try:
+            return _b64(s, "edits[0]")
+        except HTTPError as e:
+            assert (e.status, e.message) == (400, "edits[0]: not valid base64")
+            return "refused"
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, 30_000, dtype=np.uint8).tobytes()
+    cases = []
+    for n in (30_000, 29_999, 29_998):          # no padding, "=", "=="
+        s = b64(data[:n])
+        cases += [s, "data:image/png;base64," + s, s[:-1], s[:-2] + "==", s[:-4] + "A===",
+                  s[:-4] + "AB=C", s + "====", s[:5000] + "\n" + s[5001:], s[:5000] + "=" + s[5001:],
+                  s[:5000] + "-" + s[5001:], s[:5000] + "é" + s[5001:], s[:-3] + "QR=="]
+    for s in cases:
+        assert ours(s) == std(s.partition(",")[2] if s.startswith("data:") else s)
+    assert ours(b64(data)) == data
