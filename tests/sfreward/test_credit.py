@@ -330,3 +330,15 @@ def test_per_rollout_coverage_and_errors():
         region_weighted_loss(new, old, cov, adv, 0.2, torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="logp_new"):
         region_weighted_loss(new, old[:, :5], cov, adv, 0.2)
+
+
+@pytest.mark.parametrize("t", [4, 8, 16, 32])
+def test_coverage_fast_paths_equal_average_pooling(t):
+    # The int64-lane path (t = 8, 16) must count every pixel of full, empty and random tokens,
+    # including the full 16 x 16 token whose lane sums set the sign bit.
+    g = torch.Generator().manual_seed(t)
+    m = torch.rand(5, 4 * t, 6 * t, generator=g) < torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0])[:, None, None]
+    ref = torch.nn.functional.avg_pool2d(m.float()[:, None], t)[:, 0]
+    assert torch.equal(token_coverage(m, t), ref)
+    bg = 1 - torch.nn.functional.avg_pool2d(m.any(0).float()[None, None], t)[0]
+    assert torch.equal(token_coverage(m, t, background=True)[-1:], bg)
