@@ -56,8 +56,33 @@ def latest_version() -> int:
     return migrations()[-1][0]
 
 
+class ReadAPI:
+    """Convenience reads over `self.read()`; shared by `Warehouse` and `warehouse.lake.LakeWarehouse`."""
+
+    def read(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: list | tuple | None = None) -> list[tuple]:
+        with self.read() as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def query_dicts(self, sql: str, params: list | tuple | None = None) -> list[dict]:
+        with self.read() as con:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of every table (or view), for `sfr status`."""
+        with self.read() as con:
+            tables = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                "ORDER BY table_name").fetchall()]
+            return {t: int(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
+
+
 @dataclass
-class Warehouse:
+class Warehouse(ReadAPI):
     path: Path
     lock_timeout_s: float = 120.0
 
@@ -182,25 +207,6 @@ class Warehouse:
             finally:
                 con.close()
         return applied
-
-    # -- helpers -----------------------------------------------------------------------
-    def query(self, sql: str, params: list | tuple | None = None) -> list[tuple]:
-        with self.read() as con:
-            return con.execute(sql, params or []).fetchall()
-
-    def query_dicts(self, sql: str, params: list | tuple | None = None) -> list[dict]:
-        with self.read() as con:
-            cur = con.execute(sql, params or [])
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row)) for row in cur.fetchall()]
-
-    def counts(self) -> dict[str, int]:
-        """Row counts of every table, for `sfr status`."""
-        with self.read() as con:
-            tables = [r[0] for r in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-                "ORDER BY table_name").fetchall()]
-            return {t: int(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import duckdb
 
-from warehouse.db import Warehouse, WarehouseError
+from warehouse.db import ReadAPI, Warehouse, WarehouseError
 
 # Partition columns per table (others: one folder of files). Readers prune by these.
 PARTITIONS: dict[str, list[str]] = {
@@ -126,7 +126,7 @@ def list_snapshots(root: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith("."))
 
 
-class LakeWarehouse:
+class LakeWarehouse(ReadAPI):
     """A read-only warehouse over one snapshot; the `Warehouse` read API."""
 
     def __init__(self, snapshot: Snapshot):
@@ -175,18 +175,3 @@ class LakeWarehouse:
 
     def schema_version(self) -> int:
         return self.snapshot.schema_version
-
-    def query(self, sql: str, params: list | tuple | None = None) -> list[tuple]:
-        with self.read() as con:
-            return con.execute(sql, params or []).fetchall()
-
-    def query_dicts(self, sql: str, params: list | tuple | None = None) -> list[dict]:
-        with self.read() as con:
-            cur = con.execute(sql, params or [])
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row)) for row in cur.fetchall()]
-
-    def counts(self) -> dict[str, int]:
-        with self.read() as con:
-            return {t: int(con.execute(f"SELECT count(*) FROM {_quote(t)}").fetchone()[0])
-                    for t in sorted(self.snapshot.tables)}
