@@ -56,6 +56,21 @@ def serve(args: argparse.Namespace) -> None:
                 access_log=False)
 
 
+def request_body(group: int, fmt: str, transport: str) -> tuple[bytes, str]:
+    """(body, content type) of one request, built once: the load generator shares the cores."""
+    import httpx
+
+    p = payload(group, fmt)
+    if transport == "json":
+        return json.dumps(p).encode(), "application/json"
+    fields = {"instruction": p["instruction"], "regions": json.dumps(p["regions"])}
+    files = [("source", ("source", base64.b64decode(p["source"]), "application/octet-stream"))]
+    files += [("edits", (f"edit{i}", base64.b64decode(e), "application/octet-stream"))
+              for i, e in enumerate(p["edits"])]
+    req = httpx.Request("POST", "http://x/v1/score_group", data=fields, files=files)
+    return req.read(), req.headers["content-type"]
+
+
 def payload(group: int, fmt: str) -> dict:
     import numpy as np
     from PIL import Image
@@ -83,13 +98,14 @@ def payload(group: int, fmt: str) -> dict:
             "regions": [{"kind": "edit", "mask": masks.encode(m1)}, {"kind": "context", "mask": masks.encode(m2)}]}
 
 
-async def load(url: str, token: str, body: bytes, concurrency: int, seconds: float, group: int) -> dict:
+async def load(url: str, token: str, body: bytes, ctype: str, concurrency: int, seconds: float,
+               group: int) -> dict:
     import httpx
 
     lat: list[float] = []
     errors = 0
     # The body is serialized once: the load generator shares the 2 cores with the server.
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": ctype}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=300, limits=limits) as client:
         async def one() -> None:
@@ -123,7 +139,30 @@ async def load(url: str, token: str, body: bytes, concurrency: int, seconds: flo
             "mean_batch": items / max(1, calls)}
 
 
-def breakdown(body: bytes, args: argparse.Namespace) -> dict:
+def parse_body(body: bytes, ctype: str, cfg, loop: asyncio.AbstractEventLoop):
+    """The server's own request parsing (JSON or multipart) on a body, outside HTTP."""
+    from starlette.requests import Request
+
+    from sfreward.server.payload import parse_request
+
+    async def go():
+        sent = False
+
+        async def receive() -> dict:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/score_group", "query_string": b"",
+                 "headers": [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]}
+        return await parse_request(Request(scope, receive), cfg.max_group_size, cfg.max_request_bytes)
+
+    return loop.run_until_complete(go())
+
+
+def breakdown(body: bytes, ctype: str, args: argparse.Namespace) -> dict:
     """In-process cost per request of the server's stages (median ms), same model and payload:
     where the time goes, and the best batched/unbatched ratio those costs allow (Amdahl)."""
     import torch
@@ -131,7 +170,6 @@ def breakdown(body: bytes, args: argparse.Namespace) -> dict:
     from sfreward.inference import Scorer, ScorerConfig
     from sfreward.model import SFRewardConfig, SFRewardModel
     from sfreward.server.app import ServerConfig, _prepare, _response
-    from sfreward.server.payload import parse_json
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -148,7 +186,9 @@ def breakdown(body: bytes, args: argparse.Namespace) -> dict:
             ts.append(time.perf_counter() - t)
         return 1000 * statistics.median(ts), out
 
-    t_parse, (req, src, edits) = med(lambda: parse_json(body, cfg.max_group_size))
+    loop = asyncio.new_event_loop()
+    t_parse, (req, src, edits) = med(lambda: parse_body(body, ctype, cfg, loop))
+    loop.close()
     t_prep, (prep, regions, rsrc) = med(lambda: _prepare(scorer, cfg, req, src, edits))
     one = prep[:1]
     t_m1, res = med(lambda: scorer.score_prepared(one))
@@ -197,19 +237,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads in the server")
     ap.add_argument("--group", type=int, default=2, help="rollouts per request")
     ap.add_argument("--format", default="npy", choices=["npy", "png"], help="how images travel")
+    ap.add_argument("--transport", default="multipart", choices=["multipart", "json"],
+                    help="multipart: raw image file parts (the client's default); json: base64 in JSON")
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per configuration")
     args = ap.parse_args()
     if args.serve:
         return serve(args)
 
     token = secrets.token_urlsafe(24)
-    body = json.dumps(payload(args.group, args.format)).encode()
+    body, ctype = request_body(args.group, args.format, args.transport)
     servers = {"unbatched": start_server(1, args, token), "batched": start_server(args.max_batch, args, token)}
     results: dict[tuple[str, int], dict] = {}
     try:
         for c in CONCURRENCY:
             for mode in ("unbatched", "batched"):
-                r = asyncio.run(load(servers[mode][1], token, body, c, args.seconds, args.group))
+                r = asyncio.run(load(servers[mode][1], token, body, ctype, c, args.seconds, args.group))
                 results[(mode, c)] = r
                 print(f"{mode:9s} c={c:2d}: {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms"
                       f"  mean batch {r['mean_batch']:.1f}  errors {r['errors']}", flush=True)
@@ -218,7 +260,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
 
-    bd = breakdown(body, args)
+    bd = breakdown(body, ctype, args)
     print({k: round(v, 2) for k, v in bd.items()}, flush=True)
     ratio = results[("batched", 32)]["rps"] / results[("unbatched", 32)]["rps"]
     import torch
@@ -231,11 +273,11 @@ def main() -> None:
         f"{args.threads} intra-op thread(s) in the server; load average at the end "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"- command: `cd /work/main && .venv/bin/python benchmarks/bench_server.py --seconds {args.seconds:g} "
-        f"--group {args.group} --format {args.format} --image-size {args.image_size} --max-batch {args.max_batch} "
+        f"--group {args.group} --format {args.format} --transport {args.transport} --image-size {args.image_size} --max-batch {args.max_batch} "
         f"--max-wait-ms {args.max_wait_ms:g} --threads {args.threads}`",
         f"- workload: tiny SFReward model (random weights, {args.image_size}px input), requests of "
         f"{args.group} rollouts of a 256x256 photo (skimage chelsea) with 2 supplied regions + background, "
-        f"images as base64 {args.format}; server in its own process (uvicorn), asyncio+httpx load generator keeping `c` requests "
+        f"images as {args.format} sent as {args.transport} ({'raw file parts' if args.transport == 'multipart' else 'base64 in JSON'}); server in its own process (uvicorn), asyncio+httpx load generator keeping `c` requests "
         f"in flight for {args.seconds:g} s after a warm-up; every response checked (200, all rollouts valid)",
         f"- modes: batched = max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms; unbatched = max batch 1 "
         "(same server code, one item per model call)",
@@ -255,7 +297,7 @@ def main() -> None:
         "", "Where a request's server time goes (in-process, same model and payload, median ms, "
         "measured after the load runs):", "",
         "| stage | ms |", "|---|---:|",
-        f"| parse JSON + base64 ({args.group} rollouts + source) | {bd['parse']:.1f} |",
+        f"| parse the {args.transport} body ({args.group} rollouts + source) | {bd['parse']:.1f} |",
         f"| prepare (decode, regions, resize to the model) | {bd['prepare']:.1f} |",
         f"| response (credit advantages, JSON) | {bd['response']:.1f} |",
         f"| model call, 1 rollout | {bd['model_b1']:.1f} |",

@@ -29,6 +29,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 RETRY_STATUS = {500, 502, 503, 504}
 IMAGE_FORMATS = ("npy", "png")
+TRANSPORTS = ("multipart", "json")
 
 
 class RewardServerError(RuntimeError):
@@ -49,6 +50,16 @@ class ClientConfig:
     max_backoff_s: float = 10.0
     image_format: str = "npy"       # how arrays/tensors travel: "npy" (fast) or "png" (smaller)
     png_compress_level: int = 1     # fast PNG encoding when image_format="png"
+    # "multipart": images as raw file parts (no base64: 25% fewer bytes, and the server skips
+    # ~1 ms of base64 decoding per 256x256 image, on its busiest thread). "json": one JSON body
+    # with base64 images, for callers that can only send JSON.
+    transport: str = "multipart"
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
 
 
 def encode_image(image: Any, fmt: str = "npy", compress_level: int = 1) -> bytes:
@@ -166,15 +177,26 @@ class RewardClient:
         """Score rollouts sharing one source and instruction. Images: bytes, PIL, uint8 HWC or
         float CHW in [0, 1]. Returns the server's JSON (see sfreward.server.app)."""
         enc = self.encode
-        payload: dict[str, Any] = {"instruction": instruction, "source": _b64(enc(source)),
-                                   "edits": [_b64(enc(e)) for e in edits], "std": std, "capture": capture}
+        if self.config.transport == "json":
+            payload: dict[str, Any] = {"instruction": instruction, "source": _b64(enc(source)),
+                                       "edits": [_b64(enc(e)) for e in edits], "std": std, "capture": capture}
+            if regions is not None:
+                payload["regions"] = regions
+            if group_id is not None:
+                payload["group_id"] = group_id
+            if metadata is not None:
+                payload["metadata"] = metadata
+            return self._request("POST", "/v1/score_group", json=payload)
+        fields: dict[str, str] = {"instruction": instruction, "std": std, "capture": "true" if capture else "false"}
         if regions is not None:
-            payload["regions"] = regions
+            fields["regions"] = json.dumps(regions)
         if group_id is not None:
-            payload["group_id"] = group_id
+            fields["group_id"] = group_id
         if metadata is not None:
-            payload["metadata"] = metadata
-        return self._request("POST", "/v1/score_group", json=payload)
+            fields["metadata"] = json.dumps(metadata)
+        files = [("source", ("source", enc(source), "application/octet-stream"))]
+        files += [("edits", (f"edit{i}", enc(e), "application/octet-stream")) for i, e in enumerate(edits)]
+        return self._request("POST", "/v1/score_group", data=fields, files=files)
 
 
 def _message(r: httpx.Response) -> str:

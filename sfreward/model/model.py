@@ -64,13 +64,30 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     return e / den[index]
 
 
+def blur3x3(x: torch.Tensor) -> torch.Tensor:
+    """Mean over each pixel's 3x3 neighbourhood inside the image (border pixels average the
+    neighbours they have): [B, C, H, W] -> [B, C, H, W]. Same values as
+    F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), but as shifted adds: that pooling kernel
+    was 40% of a batched CPU forward (4.5x slower than this at batch 64)."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
+    s = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
+    def count(n: int) -> torch.Tensor:   # neighbours along one axis: 2 at a border, else 3
+        c = torch.full((n,), 3.0, dtype=x.dtype, device=x.device)
+        c[0] -= 1
+        c[-1] -= 1
+        return c
+    return s / (count(h)[:, None] * count(w)[None, :])
+
+
 def pixel_stats(sources: torch.Tensor, edits: torch.Tensor, g: int) -> torch.Tensor:
     """Low-level change statistics per patch: mean |edited - source| and mean signed
     difference per channel (6), high-frequency energy |x - blur3x3(x)| of edited, source and
     their difference (3): blur lowers it, noise raises it. [B, 3, S, S] x2 -> [B, 9, g, g]."""
     diff = edits - sources
     def hf(x):
-        return (x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)).abs().mean(1, keepdim=True)
+        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
     he, hs = F.adaptive_avg_pool2d(hf(edits), g), F.adaptive_avg_pool2d(hf(sources), g)
     return torch.cat([F.adaptive_avg_pool2d(diff.abs(), g), F.adaptive_avg_pool2d(diff, g), he, hs, he - hs], 1)
 
@@ -177,11 +194,13 @@ class SFRewardModel(nn.Module):
             edt = F.interpolate(edt, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
             packed = F.interpolate(packed[:, None], size=(s, s), mode="area")[:, 0]
         was_training = self.training
-        self.eval()
+        if was_training:  # eval()/train() walk every module: ~2 ms per call, so only when needed
+            self.eval()
         try:
             out = self.forward(src, edt, list(instructions), packed.to(dtype), index)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         return {
             "success": out["success_mu"] * SCALE, "preserve": out["preserve_mu"] * SCALE,
             "success_std": torch.exp(0.5 * out["success_logvar"]) * SCALE,

@@ -182,3 +182,31 @@ def test_hash_tokens_stable_and_offline():
     assert a == hash_tokens("make the sky RED!", 4096)
     assert len(a) == 4 + 3 and all(1 <= t < 4096 for t in a)
     assert hash_tokens("", 4096) == []
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 7, 5), (3, 1, 2, 9)])
+def test_blur3x3_equals_avg_pool_without_padding(shape):
+    """The shifted-add blur of pixel_stats gives avg_pool2d(count_include_pad=False)'s values,
+    borders and corners included (a 1-pixel-wide image too)."""
+    import torch.nn.functional as F
+
+    from sfreward.model.model import blur3x3
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    ref = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    torch.testing.assert_close(blur3x3(x), ref, atol=1e-6, rtol=1e-6)
+    # By hand at a corner: mean of the 2x2 block it has.
+    assert blur3x3(x)[0, 0, 0, 0].item() == pytest.approx(x[0, 0, :2, :2].mean().item(), abs=1e-6)
+
+
+def test_predict_keeps_the_training_mode(model):
+    x = _photos(1)
+    m = [_masks(2, 0)]
+    model.train()
+    try:
+        train_out = model.predict(x, x, ["a"], m)
+        assert model.training and all(mod.training for mod in model.modules())
+    finally:
+        model.eval()
+    eval_out = model.predict(x, x, ["a"], m)
+    assert not any(mod.training for mod in model.modules())
+    torch.testing.assert_close(train_out["success"], eval_out["success"])  # scored in eval mode both times

@@ -102,3 +102,29 @@ def test_flow_grpo_reward_fn_groups_and_scores(shared_server, server_token, tiny
     nan_fn = make_flow_grpo_reward_fn(client, on_invalid="nan")
     s2, info2 = nan_fn(imgs, prompts, broken)
     assert np.isnan(s2[2]) and info2["valid"][2] is False and np.isfinite(s2[[0, 1, 3, 4]]).all()
+
+
+def test_multipart_and_json_transports_give_the_same_answer(shared_server, server_token):
+    """The default transport (raw multipart file parts) and base64-in-JSON carry the same
+    images, regions, group id and metadata."""
+    src = photo("chelsea", 64)
+    edits = edits_of(src, 3, seed=4)
+    regions = box_regions(64, 64)
+    answers = {}
+    for transport in ("multipart", "json"):
+        cfg = ClientConfig(timeout_s=60, retries=0, transport=transport)
+        with RewardClient(shared_server.url, token=server_token, config=cfg) as client:
+            answers[transport] = client.score_group(src, edits, "recolour the box", regions=regions,
+                                                    group_id="g-7", metadata={"step": 3}, capture=False)
+    mp, js = answers["multipart"], answers["json"]
+    assert mp["n_valid"] == 3 and mp["group_id"] == "g-7" and mp["region_source"] == "supplied"
+    np.testing.assert_allclose(mp["rewards"], js["rewards"], atol=1e-6)
+    np.testing.assert_allclose(mp["advantages"], js["advantages"], atol=1e-6)
+    assert [r["mask"] for r in mp["regions"]] == [r["mask"] for r in js["regions"]]
+
+
+def test_client_config_refuses_unknown_transport_and_format():
+    with pytest.raises(ValueError, match="transport must be one of"):
+        ClientConfig(transport="grpc")
+    with pytest.raises(ValueError, match="image_format must be one of"):
+        ClientConfig(image_format="tiff")

@@ -209,3 +209,20 @@ def test_score_to_dict_is_asdict_plus_derived_fields(tiny_scorer):
     assert d["background"] == asdict(res.background) and d["uncertainty"] == res.uncertainty
     d["regions"][0]["bbox"].append(99)  # a copy, as asdict makes
     assert len(res.regions[0].bbox) == 4
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 91), (300, 500)])
+def test_model_tensor_resize_matches_pil_bilinear(size):
+    """Downscaling, a non-square size and upscaling of a real photo: PIL's bilinear values, at
+    most one level (1/255) apart in a few pixels."""
+    from PIL import Image
+    from skimage import data
+
+    from sfreward.inputs import to_model_tensor
+    arr = data.chelsea()
+    ref = np.asarray(Image.fromarray(arr).resize((size[1], size[0]), Image.BILINEAR)).astype(int)
+    got = to_model_tensor(arr, size)
+    assert got.shape == (3, *size) and got.dtype == torch.float32
+    got = (got * 255).round().permute(1, 2, 0).numpy().astype(int)
+    diff = np.abs(ref - got)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.005
