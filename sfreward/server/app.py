@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import socket
 import threading
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from sfreward.inference import InvalidInput, ItemScore, Scorer, decode_image, normalize_regions, propose_regions
 from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull
@@ -180,7 +181,7 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
                             {"Retry-After": str(config.retry_after_s)})
         state["inflight"] += 1
         try:
-            req, source, edits = await parse_request(request, config.max_group_size, config.max_request_bytes)
+            req, source, edits = await parse_request(request, config.max_group_size)
             if not batcher.has_room(len(edits)):
                 raise HTTPError(503, f"queue full ({batcher.pending} of {config.batch.max_queue} items)",
                                 {"Retry-After": str(config.retry_after_s)})
@@ -195,12 +196,13 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
                                         if isinstance(p, InvalidInput) else None for p in prepared]  # type: ignore
             for i, s in zip(todo, scored):
                 results[i] = s
-            body = await asyncio.to_thread(_response, results, regions_out, region_source, req, version)
+            # Built and serialized off the event loop (json.dumps of a group is ~0.5 ms).
+            body = await asyncio.to_thread(_response_bytes, results, regions_out, region_source, req, version)
             if capture is not None and req.capture and capture.enabled:
                 # After the response is built; encoding/writing happens off the event loop.
                 asyncio.get_running_loop().run_in_executor(
                     None, _offer, capture, source, edits, results, req)
-            return JSONResponse(body)  # skips jsonable_encoder: the body is plain JSON types
+            return Response(body, media_type="application/json")
         finally:
             state["inflight"] -= 1
 
@@ -255,6 +257,13 @@ def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, sourc
 
 def _bbox(m: np.ndarray) -> list[int]:
     return list(mask_codec.bbox_xyxy(m))
+
+
+def _response_bytes(results: list[ItemScore], regions_out: list[dict], region_source: str,
+                    req: ScoreGroupRequest, version: str) -> bytes:
+    """`_response` as JSON bytes, the way starlette's JSONResponse renders (compact, UTF-8, no NaN)."""
+    return json.dumps(_response(results, regions_out, region_source, req, version), ensure_ascii=False,
+                      allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def _response(results: list[ItemScore], regions_out: list[dict], region_source: str,

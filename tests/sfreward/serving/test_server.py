@@ -137,6 +137,54 @@ def test_multipart_upload_equals_json(shared_server, server_token):
     np.testing.assert_allclose(r.json()["rewards"], js["rewards"], atol=1e-6)
 
 
+def _multipart(srv, token, files, data, content_type=None) -> httpx.Response:
+    req = httpx.Request("POST", f"{srv.url}/v1/score_group", files=files, data=data,
+                        headers={"Authorization": f"Bearer {token}"})
+    body = req.read()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type or req.headers["content-type"]}
+    return httpx.post(f"{srv.url}/v1/score_group", content=body, headers=headers, timeout=60)
+
+
+def test_multipart_fields_and_problems(shared_server, server_token):
+    """Every text field reaches the request (regions, group id, metadata, std, capture), and
+    each malformed multipart body gets its own 4xx naming the part."""
+    src = photo("coffee", 64)
+    edits = edits_of(src, 2, seed=2)
+    files = [("source", ("s.png", png(src), "image/png"))] + \
+            [("edits", (f"e{i}.png", png(e), "image/png")) for i, e in enumerate(edits)]
+    regions = box_regions(64, 64)
+    data = {"instruction": "recolour the box", "regions": json.dumps(regions), "group_id": "g-9",
+            "metadata": json.dumps({"step": 4}), "std": "global", "capture": "false"}
+    r = _multipart(shared_server, server_token, files, data)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["group_id"] == "g-9" and out["region_source"] == "supplied"
+    assert [reg["region_id"] for reg in out["regions"]] == ["edit-box", "ctx-box", "background"]
+    js = post(shared_server, payload(src, edits, regions=regions, std="global", capture=False), server_token).json()
+    np.testing.assert_allclose(out["advantages"], js["advantages"], atol=1e-6)
+
+    cases = [
+        (files, data, "multipart/form-data", 400, "no boundary"),
+        (files, {**data, "regions": "[{"}, None, 400, "field `regions` is not valid JSON"),
+        (files[1:], data, None, 422, "exactly one file field `source`"),
+        (files[:1], data, None, 422, "file fields `edits` are required"),
+        (files[:1] + [("edits", (None, "not a file", "text/plain"))], data, None, 422, "`edits` are required"),
+        (files + [("edits", (f"x{i}.png", png(src), "image/png")) for i in range(16)], data, None, 422,
+         "at most 17 files"),
+    ]
+    for f, d, ctype, status, needle in cases:
+        r = _multipart(shared_server, server_token, f, d, ctype)
+        assert r.status_code == status, (needle, r.text)
+        assert needle in r.json()["error"]["message"], r.text
+    big = files[:1] + [("edits", ("big.npy", b"\0" * (3 << 20), "application/octet-stream"))]
+    r = _multipart(shared_server, server_token, big, data)
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]["message"]
+    body = b"--xyz\r\nContent-Disposition: form-data; name=\"source\"; filename=\"s\"\r\n\r\nabc"  # truncated
+    r = httpx.post(f"{shared_server.url}/v1/score_group", content=body, timeout=60,
+                   headers={"Authorization": f"Bearer {server_token}", "Content-Type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code in (400, 422) and "multipart" in r.json()["error"]["message"], r.text
+
+
 def test_burst_of_concurrent_requests_answered_like_serial(start_server, server_token, tiny_scorer):
     srv = start_server(batch=BatcherConfig(max_batch_size=16, max_wait_ms=30, max_queue=512))
     names = ["astronaut", "chelsea", "coffee", "rocket"]
