@@ -32,6 +32,7 @@ from sfreward.inputs import (  # noqa: F401  (re-exported: the serving API's inp
     InvalidInput,
     RegionInput,
     mask_bbox,
+    region_meta,
     to_model_tensor,
     decode_image,
     decode_npy,
@@ -159,8 +160,7 @@ class Scorer:
                 regs = normalize_regions(regions, src.shape[0], src.shape[1])
             src_t = to_model_tensor(src, self.image_size)
             masks = resize_masks(np.stack([r.mask for r in regs]), self.image_size)
-            # count_nonzero: mask.sum() first casts the whole bool mask to int64 (~7x slower)
-            meta = [(r.region_id, r.kind, mask_bbox(r.mask), int(np.count_nonzero(r.mask))) for r in regs]
+            meta = [region_meta(r) for r in regs]
         except InvalidInput as e:
             return [e for _ in edits]
         out: list[PreparedItem | InvalidInput] = []

@@ -197,9 +197,16 @@ def normalize_regions(regions: Sequence[Any] | None, height: int, width: int) ->
 
 
 def mask_bbox(m: np.ndarray) -> list[int]:
-    ys = np.flatnonzero(m.any(axis=1))
-    xs = np.flatnonzero(m.any(axis=0))
-    return [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
+    """[x1, y1, x2, y2] of a bool [H, W] mask's pixels (x2, y2 exclusive)."""
+    from warehouse import masks as mask_codec
+
+    return list(mask_codec.bbox_xyxy(m))
+
+
+def region_meta(r: RegionInput) -> tuple[str, str, list[int], int]:
+    """(region_id, kind, bbox, area in source pixels) of a normalized region."""
+    # count_nonzero: mask.sum() first casts the whole bool mask to int64 (~7x slower)
+    return (str(r.region_id), r.kind, mask_bbox(r.mask), int(np.count_nonzero(r.mask)))
 
 
 def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:

@@ -37,7 +37,8 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from sfreward.inference import InvalidInput, ItemScore, Scorer, decode_image, normalize_regions, propose_regions
+from sfreward.inference import (InvalidInput, ItemScore, PreparedItem, Scorer, decode_image, normalize_regions,
+                                propose_regions, region_meta)
 from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull
 from sfreward.server.capture import RolloutCapture
 from sfreward.server.payload import BodyTooLarge, HTTPError, ScoreGroupRequest, parse_request
@@ -250,13 +251,12 @@ def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, sourc
     except InvalidInput as e:
         raise HTTPError(422, f"regions: {e}") from None
     prepared = scorer.prepare_group(src, decoded, req.instruction, norm)
-    regions_out = [{"region_id": r.region_id, "kind": r.kind, "bbox": _bbox(r.mask),
-                    "area": int(np.count_nonzero(r.mask)), "mask": mask_codec.encode(r.mask)} for r in norm]
+    # (region_id, kind, bbox, area) per region: already computed for any scorable item.
+    meta = next((p.regions for p in prepared if isinstance(p, PreparedItem)), None) \
+        or [region_meta(r) for r in norm]
+    regions_out = [{"region_id": rid, "kind": kind, "bbox": bbox, "area": area, "mask": mask_codec.encode(r.mask)}
+                   for (rid, kind, bbox, area), r in zip(meta, norm)]
     return prepared, regions_out, region_source
-
-
-def _bbox(m: np.ndarray) -> list[int]:
-    return list(mask_codec.bbox_xyxy(m))
 
 
 def _response_bytes(results: list[ItemScore], regions_out: list[dict], region_source: str,
