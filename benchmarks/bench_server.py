@@ -225,17 +225,18 @@ def breakdown(body: bytes, ctype: str, args: argparse.Namespace) -> dict:
     loop.close()
     t_prep, (prep, regions, rsrc) = med(lambda: _prepare(scorer, cfg, req, src, edits))
     one = prep[:1]
-    t_m1, res = med(lambda: scorer.score_prepared(one))
+    t_m1, res = med(lambda: scorer.score_prepared(one), n=31)
     full = (prep * args.max_batch)[:args.max_batch]
-    t_mb, _ = med(lambda: scorer.score_prepared(full), n=5)
+    t_mb, _ = med(lambda: scorer.score_prepared(full), n=9)
+    torch.set_num_threads(2)
+    t_mb2, _ = med(lambda: scorer.score_prepared(full), n=9)
+    torch.set_num_threads(args.threads)
     res = scorer.score_prepared(prep)
     t_resp, _ = med(lambda: json.dumps(_response(res, regions, rsrc, req, "bench")))
-    other = t_parse + t_prep + t_resp
     per_item_b = t_mb / args.max_batch
-    g = args.group
     return {"parse": t_parse, "prepare": t_prep, "response": t_resp, "model_b1": t_m1,
             "model_per_item_batched": per_item_b,
-            "ceiling": (other + g * t_m1) / (other + g * per_item_b)}
+            "model_per_item_batched_2t": t_mb2 / args.max_batch}
 
 
 def start_server(max_batch: int, args: argparse.Namespace, token: str) -> tuple[subprocess.Popen, str]:
@@ -336,15 +337,17 @@ def main() -> None:
         f"| response (credit advantages, JSON) | {bd['response']:.1f} |",
         f"| model call, 1 rollout | {bd['model_b1']:.1f} |",
         f"| model, per rollout in a batch of {args.max_batch} | {bd['model_per_item_batched']:.1f} |",
-        "", f"Batching only shortens the model part: with these costs the best possible batched/unbatched "
-        f"ratio for requests of {args.group} rollouts is {bd['ceiling']:.2f}x (Amdahl: "
-        "(other + G * model_1) / (other + G * model_batched)), before HTTP and load-generator costs, "
-        "which both modes pay alike.",
-        "", f"Reading: the tiny model's own batching gain on this CPU is {bd['model_b1'] / bd['model_per_item_batched']:.1f}x "
-        "(model call for 1 rollout vs per rollout in a full batch), and decoding/resizing the uploads costs about as "
-        "much as the model, so a 3x server-level gain cannot appear here whatever the batcher does. Batching pays "
-        "where the per-call overhead dominates the per-rollout work (a GPU, where one call of 32 costs little more "
-        "than one call of 1; no GPU was available to this run)."]
+        f"| model, per rollout in a batch of {args.max_batch}, 2 intra-op threads | {bd['model_per_item_batched_2t']:.1f} |",
+        "", f"Reading: batching cuts the model's cost per rollout from {bd['model_b1']:.1f} ms (one rollout per "
+        f"call) to {bd['model_per_item_batched']:.1f} ms in a full batch ({bd['model_per_item_batched_2t']:.1f} ms "
+        f"with 2 threads): a {bd['model_b1'] / bd['model_per_item_batched']:.1f}x gain in isolation "
+        f"({bd['model_b1'] / bd['model_per_item_batched_2t']:.1f}x). The work outside the model "
+        f"({bd['parse'] + bd['prepare'] + bd['response']:.1f} ms per request in-process, plus HTTP) is the same in "
+        "both modes, and the batched server spends most of its time there. In the running server the unbatched "
+        "mode also loses time to the GIL (its model thread makes a few hundred torch calls per rollout, each "
+        "taking the GIL back from the request threads), which is why the measured ratio can exceed the "
+        "isolated model gain. A 3x server-level gain needs a model whose per-call cost dwarfs its per-rollout "
+        "cost: a GPU (one call of 32 costs little more than one call of 1); this run had none."]
     lines += ["", f"Target: batched >= 3x unbatched req/s at concurrency 32 -> "
                   f"{ratio:.2f}x, {'met' if ratio >= 3 else 'NOT met'}.", ""]
     out = ROOT / "benchmarks" / "results" / "server.md"
