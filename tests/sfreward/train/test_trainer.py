@@ -101,7 +101,14 @@ def test_torchrun_two_processes_match_single_process(sfreward_dataset, tmp_path)
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _weights(single.model_dir), _weights(tmp_path / "ddp" / "model")
-    max_diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    # Attention key biases get an exactly-zero gradient (adding the same q.b_k to every logit of
+    # a query leaves its softmax unchanged): what remains is rounding noise, which Adam scales
+    # to steps of up to lr (1e-3) that differ between the two runs. They only need to stay in
+    # that range; every other parameter must match closely.
+    null_grad = {k for k in a if k.endswith("self_attn.k_proj.bias")}
+    assert null_grad, "expected the backbone's attention key biases"
+    max_diff = max(float((a[k] - b[k]).abs().max()) for k in a if k not in null_grad)
     assert max_diff < 1e-4, max_diff
+    assert max(float((a[k] - b[k]).abs().max()) for k in null_grad) < 3 * 1e-3
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["step"] == 3 and not (tmp_path / "ddp" / "checkpoints").exists()
