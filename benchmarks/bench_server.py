@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import datetime as dt
 import io
 import json
@@ -58,21 +57,21 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def request_body(group: int, fmt: str, transport: str) -> tuple[bytes, str]:
-    """(body, content type) of one request, built once: the load generator shares the cores."""
+    """(body, content type) of one request as `RewardClient` sends it, built once: the load
+    generator shares the cores with the server."""
     import httpx
 
-    p = payload(group, fmt)
-    if transport == "json":
-        return json.dumps(p).encode(), "application/json"
-    fields = {"instruction": p["instruction"], "regions": json.dumps(p["regions"])}
-    files = [("source", ("source", base64.b64decode(p["source"]), "application/octet-stream"))]
-    files += [("edits", (f"edit{i}", base64.b64decode(e), "application/octet-stream"))
-              for i, e in enumerate(p["edits"])]
-    req = httpx.Request("POST", "http://x/v1/score_group", data=fields, files=files)
+    from sfreward.client import encode_image, score_group_request
+
+    p = payload(group)
+    kwargs = score_group_request(p["source"], p["edits"], p["instruction"], p["regions"], transport=transport,
+                                 encode=lambda a: encode_image(a, fmt))
+    req = httpx.Request("POST", "http://x/v1/score_group", **kwargs)
     return req.read(), req.headers["content-type"]
 
 
-def payload(group: int, fmt: str) -> dict:
+def payload(group: int) -> dict:
+    """A 256x256 photo, `group` edits of it (uint8 arrays) and two regions (COCO RLE)."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -85,17 +84,11 @@ def payload(group: int, fmt: str) -> dict:
         e = src.copy()
         e[40 + 8 * k: 120, 60: 160] = (30 * k % 255, 200, 90)
         edits.append(e)
-
-    from sfreward.client import encode_image
-
-    def b64(a):
-        return base64.b64encode(encode_image(a, fmt)).decode()
-
     m1 = np.zeros((256, 256), bool)
     m1[40:120, 60:160] = True
     m2 = np.zeros((256, 256), bool)
     m2[150:, :] = True
-    return {"instruction": "paint the cat's head green", "source": b64(src), "edits": [b64(e) for e in edits],
+    return {"instruction": "paint the cat's head green", "source": src, "edits": edits,
             "regions": [{"kind": "edit", "mask": masks.encode(m1)}, {"kind": "context", "mask": masks.encode(m2)}]}
 
 

@@ -176,27 +176,37 @@ class RewardClient:
                     metadata: dict | None = None, std: str = "group", capture: bool = True) -> dict:
         """Score rollouts sharing one source and instruction. Images: bytes, PIL, uint8 HWC or
         float CHW in [0, 1]. Returns the server's JSON (see sfreward.server.app)."""
-        enc = self.encode
-        if self.config.transport == "json":
-            payload: dict[str, Any] = {"instruction": instruction, "source": _b64(enc(source)),
-                                       "edits": [_b64(enc(e)) for e in edits], "std": std, "capture": capture}
-            if regions is not None:
-                payload["regions"] = regions
-            if group_id is not None:
-                payload["group_id"] = group_id
-            if metadata is not None:
-                payload["metadata"] = metadata
-            return self._request("POST", "/v1/score_group", json=payload)
-        fields: dict[str, str] = {"instruction": instruction, "std": std, "capture": "true" if capture else "false"}
+        kwargs = score_group_request(source, edits, instruction, regions, group_id, metadata, std, capture,
+                                     self.config.transport, self.encode)
+        return self._request("POST", "/v1/score_group", **kwargs)
+
+
+def score_group_request(source: Any, edits: Sequence[Any], instruction: str, regions: list[dict] | None = None,
+                        group_id: str | None = None, metadata: dict | None = None, std: str = "group",
+                        capture: bool = True, transport: str = "multipart",
+                        encode: Callable[[Any], bytes] = encode_image) -> dict[str, Any]:
+    """The httpx arguments (`json=`, or `data=` and `files=`) of one POST /v1/score_group."""
+    src, eds = encode(source), [encode(e) for e in edits]
+    if transport == "json":
+        payload: dict[str, Any] = {"instruction": instruction, "source": _b64(src),
+                                   "edits": [_b64(e) for e in eds], "std": std, "capture": capture}
         if regions is not None:
-            fields["regions"] = json.dumps(regions)
+            payload["regions"] = regions
         if group_id is not None:
-            fields["group_id"] = group_id
+            payload["group_id"] = group_id
         if metadata is not None:
-            fields["metadata"] = json.dumps(metadata)
-        files = [("source", ("source", enc(source), "application/octet-stream"))]
-        files += [("edits", (f"edit{i}", enc(e), "application/octet-stream")) for i, e in enumerate(edits)]
-        return self._request("POST", "/v1/score_group", data=fields, files=files)
+            payload["metadata"] = metadata
+        return {"json": payload}
+    fields = {"instruction": instruction, "std": std, "capture": "true" if capture else "false"}
+    if regions is not None:
+        fields["regions"] = json.dumps(regions)
+    if group_id is not None:
+        fields["group_id"] = group_id
+    if metadata is not None:
+        fields["metadata"] = json.dumps(metadata)
+    files = [("source", ("source", src, "application/octet-stream"))]
+    files += [("edits", (f"edit{i}", e, "application/octet-stream")) for i, e in enumerate(eds)]
+    return {"data": fields, "files": files}
 
 
 def _message(r: httpx.Response) -> str:
