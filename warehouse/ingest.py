@@ -3,7 +3,8 @@
 Inputs: a JSONL manifest (one row per sample: `source`, `edited`, `instruction`, optional
 `sample_id`, `group_id`, `editor`, `category`, `metadata`; image paths relative to the
 manifest's directory and never outside it), or a Hugging Face dataset in parquet (a file or a
-directory of shards) with Image columns `source` and `edited`.
+directory of shards) with Image columns `source` and `edited`. Other column names, presets of
+public schemas, `save_to_disk` folders and masks that come with the data: warehouse.sources.
 
 Every row is validated; a bad row goes to `quarantine` with its reason and the batch goes on.
 Images are stored content-addressed, samples/groups are written in one transaction per chunk,
@@ -14,6 +15,7 @@ without decoding).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from warehouse import sources
 from warehouse.db import Warehouse
 from warehouse.images import DEFAULT_MAX_PIXELS, ImageRejected, load_image
 from warehouse.imagestore import LocalImageStore, sha256_bytes
@@ -43,6 +46,7 @@ class IngestConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     chunk_size: int = 128          # rows per transaction
     workers: int = 2               # threads decoding/hashing images
+    source_options: sources.SourceOptions | None = None   # column mapping / preset (None: ours)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class RawRow:
     error: str | None = None
     source_bytes: bytes | None = None   # parquet: bytes come inline
     edited_bytes: bytes | None = None
+    mask: tuple[str, Any] | None = None  # (column, cell) of a provided edit mask (sources.py)
 
 
 @dataclass
@@ -75,8 +80,7 @@ class IngestSummary:
 def batch_id_for(path: Path) -> str:
     """Content hash of the input (a file, or every parquet file of a directory)."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    for f in files:
+    for f in sources.data_files(path):
         h.update(f.name.encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -137,9 +141,15 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
                 yield RawRow(number, text, fields, source_bytes=src_bytes, edited_bytes=ed_bytes)
 
 
-def read_input(path: Path) -> tuple[str, Iterator[RawRow]]:
+def read_input(path: Path, options: sources.SourceOptions | None = None) -> tuple[str, Iterator[RawRow]]:
     if not path.exists():
         raise ManifestError(f"{path}: no such file or directory")
+    if (options and not options.is_default) or sources.is_hf_disk(path):
+        try:  # the mapping is checked against every file before a row is read
+            return ("hf_disk" if sources.is_hf_disk(path) else "parquet"), \
+                sources.read_mapped(path, options or sources.SourceOptions())
+        except sources.MappingError as e:
+            raise ManifestError(str(e)) from None
     if path.is_dir() or path.suffix == ".parquet":
         return "parquet", _read_parquet(path)
     if path.suffix in (".jsonl", ".json", ".ndjson"):
@@ -163,6 +173,7 @@ class Prepared:
     source_sha: str
     edited_sha: str
     note: str | None
+    provided_mask: dict | None = None   # provided_masks row (sources.attach_mask)
 
 
 class RowRejected(ValueError):
@@ -274,7 +285,7 @@ def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tup
             [[p.group_id for p in ok]]).fetchall()}
         quarantine = [(r.number, r.text, reason) for r, reason in bad]
         images: dict[str, dict] = {}
-        new_groups, new_samples = [], []
+        new_groups, new_samples, accepted = [], [], []
         for p in ok:
             for img in p.images:
                 images.setdefault(img["sha256"], img)
@@ -285,6 +296,7 @@ def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tup
                     _count(summary, reason)
                 else:
                     summary.duplicates += 1
+                    accepted.append(p)
                 continue
             g = groups.get(p.group_id)
             if g is None:
@@ -298,6 +310,7 @@ def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tup
                 _count(summary, reason)
                 continue
             existing[p.sample_id] = (p.source_sha, p.edited_sha, p.instruction)
+            accepted.append(p)
             new_samples.append({"sample_id": p.sample_id, "batch_id": batch_id, "group_id": p.group_id,
                                 "source_sha256": p.source_sha, "edited_sha256": p.edited_sha,
                                 "instruction": p.instruction, "editor": p.editor, "category": p.category,
@@ -309,6 +322,7 @@ def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tup
                 arrow = pa.Table.from_pylist(rows)  # noqa: F841 (read by DuckDB's replacement scan)
                 cols = ", ".join(rows[0])
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM arrow{conflict}")
+        sources.write_provided_masks(con, batch_id, accepted)
         for number, text, reason in quarantine:
             con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",
                         [batch_id, number, text[:MAX_ROW_TEXT], reason])
@@ -321,15 +335,19 @@ def _count(summary: IngestSummary, reason: str) -> None:
     summary.reasons[key] = summary.reasons.get(key, 0) + 1
 
 
-def register_batch(ws: Workspace, path: str | Path, kind: str | None = None) -> str:
-    """Record an input as a batch (no ingestion yet) and return its id. Idempotent."""
+def register_batch(ws: Workspace, path: str | Path, kind: str | None = None,
+                   options: sources.SourceOptions | None = None) -> str:
+    """Record an input as a batch (no ingestion yet) and return its id. Idempotent; a mapping
+    given now is recorded (replacing an earlier one) for `ingest_batch` reruns."""
     p = Path(path).expanduser().resolve()
-    src_kind, _ = read_input(p)
+    src_kind, _ = read_input(p, options)
     batch_id = batch_id_for(p)
     wh = Warehouse.open(ws)
     with wh.write() as con:
         con.execute("INSERT INTO batches (batch_id, source_uri, source_kind) VALUES (?, ?, ?) "
                     "ON CONFLICT DO NOTHING", [batch_id, str(p), kind or src_kind])
+        if options is not None and not options.is_default:
+            con.execute("UPDATE batches SET source_options = ? WHERE batch_id = ?", [options.to_json(), batch_id])
     return batch_id
 
 
@@ -338,17 +356,23 @@ def ingest_path(ws: Workspace, path: str | Path, config: IngestConfig | None = N
     """Ingest a manifest or parquet dataset as one batch; returns this run's counts."""
     cfg = config or IngestConfig()
     p = Path(path).expanduser().resolve()
-    kind, rows = read_input(p)
-    batch_id = register_batch(ws, p)
+    kind, rows = read_input(p, cfg.source_options)
+    batch_id = register_batch(ws, p, options=cfg.source_options)
     wh = Warehouse.open(ws)
     store = LocalImageStore(ws)
-    validator = _Validator(p if p.is_dir() else p.parent, store, wh, cfg)
+    base = p if p.is_dir() else p.parent
+    validator = _Validator(base, store, wh, cfg)
     known = _known_images(wh)
     summary = IngestSummary(batch_id=batch_id, source=str(p))
 
     def check(row: RawRow) -> tuple[RawRow, Prepared | None, str | None]:
         try:
-            return row, validator.prepare(row, known), None
+            prepared = validator.prepare(row, known)
+            try:
+                sources.attach_mask(row, prepared, known, base, cfg.max_pixels)
+            except ValueError as e:  # a provided mask that does not fit: this row only
+                raise RowRejected(str(e)) from None
+            return row, prepared, None
         except RowRejected as e:
             return row, None, str(e)
         # Anything else (disk full or read-only store, a bug) is not this row's fault: it stops
@@ -382,10 +406,13 @@ def ingest_path(ws: Workspace, path: str | Path, config: IngestConfig | None = N
 def ingest_batch(ws: Workspace, batch_id: str, config: IngestConfig | None = None) -> IngestSummary:
     """Ingest a batch registered earlier (the Dagster partition path)."""
     wh = Warehouse.open(ws)
-    row = wh.query("SELECT source_uri FROM batches WHERE batch_id = ?", [batch_id])
+    row = wh.query("SELECT source_uri, source_options FROM batches WHERE batch_id = ?", [batch_id])
     if not row:
         raise ManifestError(f"batch {batch_id!r} is not registered; run `sfr ingest PATH` or drop the "
                             f"manifest into {ws.home / 'incoming'}")
+    config = config or IngestConfig()
+    if config.source_options is None and row[0][1]:  # the mapping it was registered with
+        config = dataclasses.replace(config, source_options=sources.SourceOptions.from_json(row[0][1]))
     summary = ingest_path(ws, row[0][0], config)
     if summary.batch_id != batch_id:
         raise ManifestError(f"batch {batch_id!r}: its input {row[0][0]} changed since it was registered "

@@ -10,14 +10,22 @@ from pipelines.cli import CLIError, print_json
 from warehouse.db import Warehouse, WarehouseError
 from warehouse.ingest import IngestConfig, ManifestError, ingest_path
 from warehouse.lake import LakeWarehouse, export_snapshot
+from warehouse.sources import FIELDS, PRESETS, MappingError, SourceOptions, parse_map
 from warehouse.workspace import Workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="ingest editing samples from a JSONL manifest or a parquet dataset")
-    p.add_argument("path", help="manifest.jsonl, a .parquet file, or a directory of parquet shards")
+    p.add_argument("path", help="manifest.jsonl, a .parquet file, a directory of parquet shards, or a "
+                                "Hugging Face save_to_disk folder")
     p.add_argument("--max-pixels", type=int, default=IngestConfig.max_pixels,
                    help="refuse images above this many pixels (decompression bombs)")
+    p.add_argument("--schema", choices=sorted(PRESETS), default=None,
+                   help="column names of a public schema: " + "; ".join(
+                       f"{k}: {', '.join(f'{f}={c}' for f, c in v.items())}" for k, v in sorted(PRESETS.items())))
+    p.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                   help=f"which column holds one of our fields ({', '.join(FIELDS)}); repeatable, "
+                        "overrides the --schema preset")
     p.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("status", help="warehouse row counts and schema version as JSON")
@@ -34,9 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.home)
+    try:
+        options = SourceOptions(args.schema, parse_map(args.map))
+    except MappingError as e:
+        raise CLIError(str(e)) from None
     bar = tqdm(desc="ingest", unit="row", file=sys.stderr, disable=None)
     try:
-        summary = ingest_path(ws, args.path, IngestConfig(max_pixels=args.max_pixels), progress=bar.update)
+        summary = ingest_path(ws, args.path, IngestConfig(max_pixels=args.max_pixels, source_options=options),
+                              progress=bar.update)
     except ManifestError as e:
         raise CLIError(str(e)) from None
     except WarehouseError as e:

@@ -15,7 +15,8 @@ import numpy as np
 from warehouse.masks import bbox_xyxy as bbox_of  # noqa: F401  (re-exported)
 
 KINDS = ("edit", "context", "background")
-PROPOSED_ON = ("source", "edited", "both", "derived")
+# 'provided': an edit mask that came with the data (warehouse.sources), used as is.
+PROPOSED_ON = ("source", "edited", "both", "derived", "provided")
 # Smallest image side any proposer accepts; SAM's ViT patch is 16 px, so a smaller image has
 # less than one patch of real content.
 MIN_SIDE = 16
@@ -121,7 +122,7 @@ class Region:
     mask: np.ndarray
     bbox: tuple[int, int, int, int]         # x1, y1, x2, y2 (exclusive)
     area: int                               # pixels
-    proposed_on: str                        # 'source' | 'edited' | 'both' | 'derived'
+    proposed_on: str                        # 'source' | 'edited' | 'both' | 'derived' | 'provided'
     proposer: str                           # 'sam:vit_b', 'classical', ...
     config_hash: str
     predicted_iou: float | None = None      # SAM's own quality estimate

@@ -1,6 +1,7 @@
 """Group-consistent proposals over the warehouse: every GRPO group gets one region set,
 proposed on its shared source with the union of its rollouts' change maps, reused by every
-sample of the group. Called by the Dagster asset and `sfr propose`.
+sample of the group. Called by the Dagster asset and `sfr propose`. Edit masks that came with
+the data (`provided_masks`) join the group's proposal as its edit regions.
 
 One bad group (unreadable source, inconsistent sources) is recorded in the summary and the
 others go on; an unreadable edited image drops only that rollout from the union.
@@ -18,6 +19,7 @@ from PIL import Image
 from sfreward.regions.base import ProposerConfig
 from sfreward.regions.proposer import Proposer
 from sfreward.regions.store import existing_groups, save_region_set
+from warehouse import masks as maskcodec
 from warehouse.db import Warehouse
 from warehouse.imagestore import LocalImageStore
 from warehouse.workspace import Workspace
@@ -45,6 +47,17 @@ def _group_rows(wh: Warehouse, group_ids: list[str]) -> dict[str, list[tuple[str
     return out
 
 
+def _provided_masks(wh: Warehouse, group_ids: list[str]) -> dict[str, list[str]]:
+    """Edit masks that came with the data (migration 008), as RLE JSON per group."""
+    rows = wh.query(
+        "SELECT s.group_id, m.rle FROM provided_masks m JOIN samples s ON s.sample_id = m.sample_id "
+        "WHERE s.group_id IN (SELECT unnest(?)) ORDER BY s.group_id, s.sample_id", [list(group_ids)])
+    out: dict[str, list[str]] = defaultdict(list)
+    for gid, rle in rows:
+        out[gid].append(rle)
+    return out
+
+
 def propose_for_groups(ws: Workspace, group_ids: list[str], config: ProposerConfig,
                        progress: Callable[[str], None] | None = None) -> dict:
     """Propose and store one region set per group (skipping groups that already have one for
@@ -56,6 +69,7 @@ def propose_for_groups(ws: Workspace, group_ids: list[str], config: ProposerConf
     group_ids = sorted(dict.fromkeys(group_ids))
     done = existing_groups(wh, group_ids, chash)
     rows = _group_rows(wh, [g for g in group_ids if g not in done])
+    given = _provided_masks(wh, [g for g in group_ids if g not in done])
     proposer = Proposer(config)
     summary = {"proposer": config.proposer, "config_hash": chash, "config_name": config.name,
                "n_groups": len(group_ids), "n_existing": len(done), "n_proposed": 0,
@@ -82,7 +96,8 @@ def propose_for_groups(ws: Workspace, group_ids: list[str], config: ProposerConf
                     summary["skipped_samples"].append({"sample_id": sid, "error": str(e)})
             if not edits:
                 raise ValueError(f"group {gid!r}: no edited image could be read")
-            regions = proposer.propose_group(source, edits)  # slow part: no connection held
+            provided = [maskcodec.decode(r) for r in given.get(gid, [])]
+            regions = proposer.propose_group(source, edits, provided)  # slow part: no connection held
             _, created = save_region_set(wh, gid, sources[0], source.shape[:2], regions, config)
             if created:
                 summary["n_proposed"] += 1

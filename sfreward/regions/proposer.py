@@ -6,6 +6,11 @@ or segments snapped to the change for the classical proposer) -> context candida
 automatic mask generator on the source, or image segments) -> post-processing (min area,
 mask-IoU NMS with edits first, cap) -> one background region = complement of the union.
 
+Provided masks (edit masks that came with the data, e.g. MagicBrush's `mask_img`) are edit
+regions as they are (`proposed_on='provided'`), ranked before every other candidate and kept
+whatever their size; change-map components they already explain are not prompted again, the
+rest of the change still is (an edit can spill outside its mask).
+
 Cost for a group of G rollouts with SAM: one source embedding, `group_edited_prompts` edited
 embeddings (batched), one automatic-mask pass; independent of G apart from the cheap change maps.
 """
@@ -39,8 +44,8 @@ def postprocess(candidates: list[Candidate], shape: tuple[int, int], change: np.
     """
     h, w = shape
     min_px = max(1, math.ceil(config.min_area_frac * h * w))
-    order = sorted((c for c in candidates if int(c.mask.sum()) >= min_px),
-                   key=lambda c: (c.kind != "edit", -c.score))
+    order = sorted((c for c in candidates if int(c.mask.sum()) >= min_px or c.proposed_on == "provided"),
+                   key=lambda c: (c.kind != "edit", c.proposed_on != "provided", -c.score))
     kept: list[Candidate] = []
     rles: list[dict] = []
     for c in order:
@@ -103,10 +108,12 @@ class Proposer:
                            sigma=c.change_sigma, work_side=c.change_work_side,
                            min_area_frac=c.min_area_frac, source_lab=src_lab) for e in edits]
 
-    def propose_group(self, source: np.ndarray, edits: list[np.ndarray]) -> list[Region]:
+    def propose_group(self, source: np.ndarray, edits: list[np.ndarray],
+                      provided: list[np.ndarray] | None = None) -> list[Region]:
         """Regions for a group: source uint8 [H, W, 3]; edits: the group's edited images
-        (uint8 [h, w, 3], resized to the source size if needed). Masks are bool [H, W] on the
-        source grid; the last region is the background."""
+        (uint8 [h, w, 3], resized to the source size if needed); provided: edit masks that came
+        with the data, bool [H, W] on the source grid. Masks are bool [H, W] on the source grid;
+        the last region is the background."""
         c = self.config
         source = check_image(source, "source image")
         if len(edits) == 0:
@@ -119,13 +126,17 @@ class Proposer:
         # Largest changes first; more than max_regions could never all be kept anyway, and a
         # global restyle can shatter into hundreds of components (memory: one mask each).
         comps = components(union, min_area=min_px)[:max(1, c.max_regions)]
+        given = _provided_candidates(provided or [], source.shape[:2])
+        if given:  # changes a provided mask already explains need no region of their own
+            covered = np.logical_or.reduce([g.mask for g in given])
+            comps = [m for m in comps if (m & covered).sum() < c.edit_min_cover * m.sum()]
         if c.model_type is None:
             labels = classical.segment(source, c)
             cands = classical.edit_candidates(comps, labels)
             cands += classical.context_candidates(labels, limit=3 * max(1, c.max_regions))
         else:
             cands = self._sam_candidates(source, edits, maps, comps)
-        return postprocess(cands, source.shape[:2], union, c)
+        return postprocess(given + cands, source.shape[:2], union, c)
 
     def _sam_candidates(self, source, edits, maps, comps) -> list[Candidate]:
         c = self.config
@@ -173,6 +184,18 @@ class Proposer:
             cands.append(Candidate("context", r["segmentation"], "source", score,
                                    float(r["predicted_iou"]), float(r["stability_score"])))
         return cands
+
+
+def _provided_candidates(provided: list[np.ndarray], shape: tuple[int, int]) -> list[Candidate]:
+    out = []
+    for i, m in enumerate(provided):
+        m = np.asarray(m, dtype=bool)
+        if m.shape != tuple(shape):
+            raise ProposalError(f"provided mask {i} is {m.shape[1]}x{m.shape[0]}, the source is "
+                                f"{shape[1]}x{shape[0]}; provided masks live on the source grid")
+        if m.any():  # larger masks first among the provided ones
+            out.append(Candidate("edit", m, "provided", float(m.sum())))
+    return out
 
 
 def propose_group(source: np.ndarray, edits: list[np.ndarray], config: ProposerConfig) -> list[Region]:
