@@ -198,9 +198,10 @@ def _provided_candidates(provided: list[np.ndarray], shape: tuple[int, int]) -> 
     return out
 
 
-def propose_group(source: np.ndarray, edits: list[np.ndarray], config: ProposerConfig) -> list[Region]:
+def propose_group(source: np.ndarray, edits: list[np.ndarray], config: ProposerConfig,
+                  provided: list[np.ndarray] | None = None) -> list[Region]:
     """Online entry point (reward server): regions for one group, no warehouse involved."""
-    return Proposer(config).propose_group(source, edits)
+    return Proposer(config).propose_group(source, edits, provided)
 
 
 def propose_sample(source: np.ndarray, edited: np.ndarray, config: ProposerConfig) -> list[Region]:
