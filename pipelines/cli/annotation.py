@@ -1,4 +1,4 @@
-"""`sfr labelstudio up|down|status` and `sfr annotate push|sync|gold`."""
+"""`sfr labelstudio up|down|status` and `sfr annotate push|sync|gold|import`."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             '"regions": {region_id: {dimension: 1..5}}}}; null = no answer')
     gd.add_argument("--template", nargs="+", metavar="SAMPLE_ID", help="print a template for these samples instead")
     gd.set_defaults(func=cmd_gold)
+    im = asub.add_parser("import", help="import annotations from a Label Studio JSON export (marked 'imported' "
+                                        "with the file's sha256; the same file twice changes nothing)")
+    im.add_argument("export", help="the export file (Label Studio: Export -> JSON)")
+    im.add_argument("--project", required=True, help="project key to store them under (not a live-synced one)")
+    im.add_argument("--mapping", default=None, help="YAML mapping an older labelling config onto ours "
+                                                     "(from_name, to_name, labels, choices, data)")
+    im.add_argument("--ls-url", default=None, help="the Label Studio the export came from (annotator ids); "
+                                                    "default: the project's server if pushed from here")
+    im.set_defaults(func=cmd_import)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -119,4 +128,17 @@ def cmd_gold(args: argparse.Namespace) -> int:
         print_json({"stored": record_gold_many(ws, answers), "samples": len(answers)})
     except ValueError as e:
         raise CLIError(f"{args.file or 'gold'}: {e}; nothing was stored") from None
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from annotation.importer import ImportFileError, ImportMapping, import_export
+
+    ws = Workspace.open(args.home)
+    try:
+        mapping = ImportMapping.from_yaml(args.mapping) if args.mapping else None
+        summary = import_export(ws, args.export, args.project, mapping, ls_url=args.ls_url)
+    except (ImportFileError, WarehouseError) as e:
+        raise CLIError(f"{e}; nothing was imported") from None
+    print_json(summary.as_dict())
     return 0

@@ -23,9 +23,10 @@ from warehouse.workspace import Workspace
 
 
 def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] = (),
-                    exclude_annotators: Iterable[str] = ()) -> None:
+                    exclude_annotators: Iterable[str] = (), annotation_sources: Iterable[str] = ()) -> None:
     """Temp table `cur_ann`: one current annotation per (sample, annotator) with flags
-    `rated` (valid and not skipped) and `usable` (rated and the annotator not excluded)."""
+    `rated` (valid and not skipped) and `usable` (rated and the annotator not excluded).
+    `annotation_sources` ('sync', 'imported'; empty = all) keeps only annotations of those sources."""
     keys = sorted(set(project_keys))
     con.execute("CREATE OR REPLACE TEMP TABLE excluded_annotators (annotator_id TEXT)")
     ex = sorted(set(exclude_annotators))
@@ -36,6 +37,10 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
     if keys:
         where += f" AND a.project_key IN ({', '.join('?' for _ in keys)})"
         params += keys
+    sources = sorted(set(annotation_sources))
+    if sources:
+        where += f" AND coalesce(a.source, 'sync') IN ({', '.join('?' for _ in sources)})"
+        params += sources
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE cur_ann AS
         SELECT a.project_key, a.ls_annotation_id, a.task_key, a.sample_id,

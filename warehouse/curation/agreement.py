@@ -250,7 +250,7 @@ def agreement_report(ws, config: CurationConfig | None = None) -> AgreementRepor
 
     config = config or CurationConfig()
     with Warehouse.open(ws).write() as con:
-        prepare_current(con, config.project_keys)
+        prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources)
         report = compute_agreement(con, config)
         record_agreement(con, report)
     return report

@@ -10,6 +10,7 @@ from typing import Any
 
 SPLITS = ("train", "validation", "test")
 IMAGE_DIMS = ("overall", "naturalness", "artifacts")
+ANNOTATION_SOURCES = ("sync", "imported")   # annotations.source (migration 008)
 REGION_DIMS = ("success", "preserve")
 
 
@@ -18,6 +19,9 @@ class CurationConfig:
     name: str = "sfreward"
     # Which annotations count (empty = every project).
     project_keys: list[str] = field(default_factory=list)
+    # ... and from which sources: 'sync' (live Label Studio), 'imported' (`sfr annotate import`);
+    # empty = both.
+    annotation_sources: list[str] = field(default_factory=list)
     # Aggregate statistic exported as the score: 'median' (ordinal; ties interpolate, e.g.
     # ratings 3 and 4 give 3.5) or 'mean'. Score = 5 * statistic, on 0..25.
     score_stat: str = "median"
@@ -46,6 +50,9 @@ class CurationConfig:
             raise ValueError(f"CurationConfig.score_stat must be 'median' or 'mean', got {self.score_stat!r}")
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
             raise ValueError(f"CurationConfig.fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
+        bad = sorted(set(self.annotation_sources) - set(ANNOTATION_SOURCES))
+        if bad:
+            raise ValueError(f"CurationConfig.annotation_sources {bad} unknown; use any of {list(ANNOTATION_SOURCES)}")
         if self.min_annotators < 1:
             raise ValueError(f"CurationConfig.min_annotators must be >= 1, got {self.min_annotators}")
 
@@ -53,6 +60,9 @@ class CurationConfig:
         d = dataclasses.asdict(self)
         d["fractions"] = list(self.fractions)
         d["project_keys"] = sorted(self.project_keys)
+        d["annotation_sources"] = sorted(self.annotation_sources)
+        if not d["annotation_sources"]:  # the default: configs from before the field keep their hash
+            del d["annotation_sources"]
         return d
 
     def to_json(self) -> str:

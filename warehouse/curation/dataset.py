@@ -65,14 +65,14 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
     wh = Warehouse.open(ws)
     with wh.write() as con:
         t = time.perf_counter()
-        prepare_current(con, config.project_keys)
+        prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources)
         report = compute_agreement(con, config)
         record_agreement(con, report)
         timings["agreement"] = time.perf_counter() - t
         t = time.perf_counter()
         excluded_annotators = report.flagged_annotators if config.exclude_flagged_annotators else []
         if excluded_annotators:
-            prepare_current(con, config.project_keys, excluded_annotators)
+            prepare_current(con, config.project_keys, excluded_annotators, config.annotation_sources)
         aggregate_into_tables(con, persist=False)   # the aggregated_labels asset persists them
         timings["aggregate"] = time.perf_counter() - t
         t = time.perf_counter()
