@@ -1,7 +1,9 @@
 """Ingestion in Dagster: batches are dynamic partitions of `editing_samples`.
 
 A sensor registers every new manifest dropped into `<home>/incoming/` (and every batch that
-`sfr ingest` recorded in the warehouse) as a partition and requests a run for it.
+`sfr ingest` recorded in the warehouse) as a partition and requests a run for it. Datasets in
+other schemas take the options of `sfr ingest --schema/--map`: in the run config, or in a
+`sfr-columns.json` ({"schema": ..., "columns": {field: column}}) inside a dropped folder.
 """
 
 import json
@@ -11,12 +13,24 @@ import dagster as dg
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
 from warehouse.ingest import IngestConfig, ingest_batch, register_batch
+from warehouse.sources import PRESETS, SourceOptions, is_hf_disk
 from warehouse.workspace import Workspace
 
 
 class IngestRunConfig(dg.Config):
     chunk_size: int = 128      # rows per warehouse transaction
     max_pixels: int = 40_000_000
+    # Column mapping, as `sfr ingest --schema/--map`; empty: the mapping the batch was
+    # registered with (or our own column names).
+    source_schema: str = ""    # one of warehouse.sources.PRESETS
+    columns: dict[str, str] = {}
+
+    def source_options(self) -> SourceOptions | None:
+        if not self.source_schema and not self.columns:
+            return None
+        if self.source_schema and self.source_schema not in PRESETS:
+            raise dg.Failure(f"source_schema {self.source_schema!r} is not one of {sorted(PRESETS)}")
+        return SourceOptions(self.source_schema or None, dict(self.columns))
 
 
 @dg.asset(
@@ -32,7 +46,8 @@ class IngestRunConfig(dg.Config):
 def editing_samples(context: dg.AssetExecutionContext, config: IngestRunConfig,
                     workspace: WorkspaceResource) -> dg.MaterializeResult:
     summary = ingest_batch(workspace.workspace(), context.partition_key,
-                           IngestConfig(chunk_size=config.chunk_size, max_pixels=config.max_pixels))
+                           IngestConfig(chunk_size=config.chunk_size, max_pixels=config.max_pixels,
+                                        source_options=config.source_options()))
     d = summary.as_dict()
     return dg.MaterializeResult(
         metadata={"rows": d["rows"], "ingested": d["ingested"], "duplicates": d["duplicates"],
@@ -61,16 +76,25 @@ def discover_batches(ws: Workspace) -> list[str]:
             candidates.append(path)
         elif path.is_dir() and (path / "manifest.jsonl").is_file():
             candidates.append(path / "manifest.jsonl")
-        elif path.is_dir() and any(path.rglob("*.parquet")):
+        elif path.is_dir() and (is_hf_disk(path) or any(path.rglob("*.parquet"))):
             candidates.append(path)
     candidates += sorted(ws.batches.glob("*/manifest.jsonl"))
     for path in candidates:
         try:
-            register_batch(ws, path)
+            register_batch(ws, path, options=_sidecar_options(path))
         except ValueError:
             continue  # unreadable input: editing_samples reports it if it is ever requested
     from warehouse.db import Warehouse
     return [r[0] for r in Warehouse.open(ws).query("SELECT batch_id FROM batches ORDER BY created_at")]
+
+
+def _sidecar_options(path) -> SourceOptions | None:
+    """The column mapping a dropped dataset folder carries in sfr-columns.json, if any."""
+    side = path / "sfr-columns.json" if path.is_dir() else None
+    if side is None or not side.is_file():
+        return None
+    d = json.loads(side.read_text())  # a bad file raises ValueError: the folder is skipped
+    return SourceOptions(d.get("schema"), dict(d.get("columns") or {}))
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.STOPPED,
