@@ -129,7 +129,8 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
             raise ManifestError(f"{f}: not a readable parquet file ({e})") from e
         missing = {"source", "edited", "instruction"} - set(pf.schema_arrow.names)
         if missing:
-            raise ManifestError(f"{f}: parquet is missing required columns {sorted(missing)}")
+            raise ManifestError(f"{f}: parquet is missing required columns {sorted(missing)}; other column "
+                                "names: map them with --map FIELD=COLUMN or --schema PRESET (warehouse.sources)")
         for batch in pf.iter_batches(batch_size=64):
             for rec in batch.to_pylist():
                 number += 1

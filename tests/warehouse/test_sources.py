@@ -195,3 +195,26 @@ def test_ingest_batch_reuses_the_recorded_mapping(workspace, tmp_path):
     s = ingest_batch(workspace, bid)   # the Dagster partition path: no options passed
     assert (s.batch_id, s.ingested) == (bid, 3)
     assert len(provided(workspace)) == 3
+
+
+def test_image_cells_holding_paths_stay_inside_the_dataset_folder(workspace, tmp_path):
+    rows = examples(1)
+    folder = tmp_path / "paths"
+    (folder / "img").mkdir(parents=True)
+    for i, r in enumerate(rows):
+        (folder / "img" / f"s{i}.png").write_bytes(r["src"])
+        (folder / "img" / f"e{i}.png").write_bytes(r["ed"])
+    (tmp_path / "outside.png").write_bytes(rows[0]["src"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Struct and plain-string cells cannot share a parquet column: one column of each kind.
+    pq.write_table(pa.table({"before": [f"img/s{i}.png" for i in range(2)] + ["../outside.png"],
+                             "after": [{"bytes": None, "path": f"img/e{i}.png"} for i in range(3)],
+                             "prompt": [r["text"] for r in rows]}), folder / "data.parquet")
+    s = ingest_path(workspace, folder, IngestConfig(source_options=SourceOptions(
+        columns={"source": "before", "edited": "after", "instruction": "prompt"})))
+    assert (s.rows, s.ingested, s.quarantined) == (3, 2, 1)
+    check_images(workspace, rows[:2])
+    (reason,) = Warehouse.open(workspace).query("SELECT reason FROM quarantine")[0]
+    assert "escapes the manifest's directory" in reason
