@@ -235,7 +235,7 @@ def _raw_row(RawRow, number: int, rec: dict, cols: dict[str, str]):
             fields[key] = str(v)
         elif v is not None:
             fields[key] = v
-    text = json.dumps({k: fields.get(k) for k in fields} | {"columns": cols}, default=str)
+    text = json.dumps({**fields, "columns": cols}, default=str)  # what quarantine shows (no bytes)
     row = RawRow(number, text, fields, error, source_bytes=src_bytes, edited_bytes=ed_bytes)
     if "mask" in cols:
         row.mask = (cols["mask"], rec.get(cols["mask"]))
