@@ -15,11 +15,11 @@ from typing import Sequence
 
 from sfreward.inputs import header_size
 
-# Bytes per pixel, measured on this code path (benchmark-free: peak RSS of decode_image and
-# normalize_regions/resize_masks on a 3000x3000 PNG): a decoded RGB image is held at 3 B/px
-# while its group is prepared; decoding one image passes through PIL's 4 B/px buffer, its copies
-# and the model-size resize (up to ~17 B/px at once, one image at a time); each region holds a
-# bool mask and a float copy while masks are resized (~5-6 B/px per region, source size).
+# Bytes per pixel, from the peak RSS of this code path on a 3000x3000 PNG (VmHWM): a decoded
+# RGB image is held at 3 B/px while its group is prepared; decoding one image passes through
+# PIL's 4 B/px buffer, its copies and the model-size resize (~17 B/px at once, one image at a
+# time); each region holds a bool mask and a float copy while masks are resized (~5-6 B/px per
+# region, at the source's size). Encoded bytes count twice (base64 text and decoded bytes).
 HELD_PER_PIXEL = 3
 DECODE_PER_PIXEL = 20
 REGION_PER_PIXEL = 6
