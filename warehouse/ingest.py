@@ -5,7 +5,11 @@ Inputs: a JSONL manifest (one row per sample: `source`, `edited`, `instruction`,
 manifest's directory and never outside it), or a Hugging Face dataset in parquet (a file or a
 directory of shards) with Image columns `source` and `edited`.
 
-Every row is validated; a bad row goes to `quarantine` with its reason and the batch goes on.
+Every row is validated; a bad row goes to `quarantine` with its reason and the batch goes on,
+whatever the row provokes (only the workspace's own OSErrors, disk full or read-only, stop a
+batch). Image files are checked from their size, magic bytes and header before being read
+whole. Text is bounded (docs/hostile-inputs.md): instruction <= 2,000 characters, ids, editor
+and category <= 128, metadata <= 16 KiB of standard JSON (no NaN/Infinity), no NUL anywhere.
 Images are stored content-addressed, samples/groups are written in one transaction per chunk,
 so a crash never leaves half a chunk visible and a rerun picks up where it stopped. The batch id
 is a hash of the input's bytes: re-ingesting the same manifest is the same batch and adds
