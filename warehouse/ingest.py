@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,9 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from warehouse.db import Warehouse
-from warehouse.images import (DEFAULT_MAX_PIXELS, HEAD_BYTES, ImageRejected, load_image, open_image,
-                              sniff_format)
+from warehouse.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, ImageRejected, load_image
 from warehouse.imagestore import LocalImageStore, sha256_bytes
+from warehouse.rowchecks import (DEFAULT_MAX_FILE_BYTES, NonStandardJSON, RowRejected, check_head, check_text,
+                                 loads_row, metadata_json, read_checked)
 from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -39,12 +39,6 @@ log = logging.getLogger(__name__)
 OPTIONAL_TEXT = ("sample_id", "group_id", "editor", "category")
 KNOWN_KEYS = {"source", "edited", "instruction", "metadata", *OPTIONAL_TEXT}
 MAX_ROW_TEXT = 10_000
-# Bounds on what a row may carry (docs/hostile-inputs.md); the reward server uses the same text
-# limits (sfreward.server.payload), since captured rollouts are ingested.
-MAX_INSTRUCTION_CHARS = 2000
-MAX_ID_CHARS = 128                 # sample_id, group_id, editor, category
-MAX_METADATA_BYTES = 16_384        # metadata as compact JSON
-DEFAULT_MAX_FILE_BYTES = 256 << 20  # an image file larger than this is refused before reading it
 
 
 class ManifestError(ValueError):
@@ -105,11 +99,11 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
             if not text:
                 continue
             try:
-                fields = json.loads(text, parse_constant=_refuse_constant)
+                fields = loads_row(text)
             except json.JSONDecodeError as e:
                 yield RawRow(number, text, None, f"malformed JSON on line {number}: {e.msg}")
                 continue
-            except _NonStandardJSON as e:
+            except NonStandardJSON as e:
                 yield RawRow(number, text, None, f"line {number} holds non-standard JSON ({e}); "
                                                  "use null or a string instead")
                 continue
@@ -120,14 +114,6 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
                 yield RawRow(number, text, None, f"line {number} is not a JSON object")
                 continue
             yield RawRow(number, text, fields)
-
-
-class _NonStandardJSON(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NonStandardJSON(f"{name} is not valid JSON")
 
 
 def _image_cell(cell: Any) -> tuple[bytes | None, str | None]:
@@ -194,10 +180,6 @@ class Prepared:
     note: str | None
 
 
-class RowRejected(ValueError):
-    pass
-
-
 def _resolve_inside(base: Path, rel: Any, key: str) -> Path:
     if not isinstance(rel, str) or not rel.strip():
         raise RowRejected(f"`{key}` must be a non-empty path string")
@@ -229,12 +211,12 @@ class _Validator:
         inline = row.source_bytes if key == "source" else row.edited_bytes
         if inline is not None:
             data, name = inline, f"{key} (row {row.number})"
-            self._check_head(len(data), data[:HEAD_BYTES], name)
+            check_head(len(data), data[:HEAD_BYTES], name, self.cfg.max_file_bytes)
         else:
             path = _resolve_inside(self.base, row.fields.get(key), key)
             name = f"{key} {row.fields.get(key)!r}"
             try:
-                data = self._read_checked(path, name)
+                data = read_checked(path, name, self.cfg.max_file_bytes, self.cfg.max_pixels)
             except OSError as e:  # unreadable input: this row only
                 raise RowRejected(f"{name}: cannot read ({e.strerror or e})") from None
         original_sha = sha256_bytes(data)
@@ -252,34 +234,6 @@ class _Validator:
                "n_bytes": len(img.stored), "note": img.note}
         return sha, (img.width, img.height), rec, (f"{key}: {img.note}" if img.note else None)
 
-    def _check_head(self, size: int, head: bytes, name: str) -> None:
-        """Size and magic bytes, from the file's metadata and first bytes only."""
-        if size == 0:
-            raise RowRejected(f"{name}: file is empty (0 bytes)")
-        if size > self.cfg.max_file_bytes:
-            raise RowRejected(f"{name}: file is {size:,} bytes, over the limit of {self.cfg.max_file_bytes:,} "
-                              "bytes for one image; resize or recompress it")
-        if sniff_format(head) is None:
-            raise RowRejected(f"{name}: not a recognized image file (its first bytes {head[:8].hex(' ')} "
-                              "are not PNG, JPEG, WebP, TIFF, BMP or GIF)")
-
-    def _read_checked(self, path: Path, name: str) -> bytes:
-        """The file's bytes, read whole only after its size, magic bytes and declared pixel
-        count passed (a 1.5 GB file named .png costs one stat and a 16-byte read)."""
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            self._check_head(size, fh.read(HEAD_BYTES), name)
-            fh.seek(0)
-            try:
-                open_image(fh, name, self.cfg.max_pixels)   # header only
-            except ImageRejected as e:
-                raise RowRejected(str(e)) from None
-            fh.seek(0)
-            data = fh.read(size + 1)
-        if len(data) != size:
-            raise RowRejected(f"{name}: file changed size while it was read ({size:,} -> {len(data):,} bytes)")
-        return data
-
     def prepare(self, row: RawRow, known: dict[str, tuple]) -> Prepared:
         if row.error:
             raise RowRejected(row.error)
@@ -290,24 +244,17 @@ class _Validator:
         instruction = f.get("instruction")
         if not isinstance(instruction, str) or not instruction.strip():
             raise RowRejected("`instruction` is missing or empty")
-        if len(instruction) > MAX_INSTRUCTION_CHARS:
-            raise RowRejected(f"`instruction` has {len(instruction):,} characters; at most {MAX_INSTRUCTION_CHARS:,}")
-        if "\x00" in instruction:
-            raise RowRejected("`instruction` contains a NUL character")
+        check_text("instruction", instruction)
         for k in OPTIONAL_TEXT:
             v = f.get(k)
-            if v is None:
-                continue
-            if not isinstance(v, str) or not v.strip():
+            if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise RowRejected(f"`{k}` must be a non-empty string when given")
-            if len(v) > MAX_ID_CHARS:
-                raise RowRejected(f"`{k}` has {len(v):,} characters; at most {MAX_ID_CHARS}")
-            if "\x00" in v:
-                raise RowRejected(f"`{k}` contains a NUL character")
+            if v is not None:
+                check_text(k, v)
         metadata = f.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise RowRejected("`metadata` must be a JSON object when given")
-        metadata_json = _metadata_json(metadata) if metadata else None
+        meta_text = metadata_json(metadata) if metadata else None
         src_sha, src_size, src_rec, src_note = self._image(row, "source", known)
         ed_sha, ed_size, ed_rec, ed_note = self._image(row, "edited", known)
         if src_size != ed_size:
@@ -319,26 +266,8 @@ class _Validator:
         group_id = f.get("group_id") or "g-" + _h(src_sha, instruction)
         notes = "; ".join(n for n in (src_note, ed_note) if n) or None
         return Prepared(row.number, row.text, sample_id, group_id, instruction, f.get("editor"),
-                        f.get("category"), metadata_json,
+                        f.get("category"), meta_text,
                         [r for r in (src_rec, ed_rec) if r], src_sha, ed_sha, notes)
-
-
-def _metadata_json(metadata: dict) -> str:
-    """Metadata as canonical JSON; NaN/Infinity (parquet floats), NUL characters and more than
-    MAX_METADATA_BYTES are refused."""
-    try:
-        text = json.dumps(metadata, sort_keys=True, allow_nan=False)
-    except ValueError as e:
-        raise RowRejected(f"`metadata` holds a value that is not standard JSON ({e}); use null or a string") from None
-    except TypeError as e:
-        raise RowRejected(f"`metadata` holds a value that is not JSON ({e})") from None
-    except RecursionError:
-        raise RowRejected("`metadata` is nested too deeply") from None
-    if "\\u0000" in text:
-        raise RowRejected("`metadata` contains a NUL character")
-    if len(text.encode()) > MAX_METADATA_BYTES:
-        raise RowRejected(f"`metadata` is {len(text.encode()):,} bytes as JSON; at most {MAX_METADATA_BYTES:,}")
-    return text
 
 
 def _h(*parts: str) -> str:

@@ -12,10 +12,9 @@ from typing import Any, Literal
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-# Text limits, the same as ingestion's (warehouse.ingest; docs/hostile-inputs.md): captured
-# rollouts are ingested, so what the server accepts must be ingestible.
-MAX_INSTRUCTION_CHARS = 2000
-MAX_ID_CHARS = 128
+# Text limits are ingestion's (docs/hostile-inputs.md): captured rollouts are ingested, so what
+# the server accepts must be ingestible.
+from warehouse.rowchecks import MAX_ID_CHARS, MAX_INSTRUCTION_CHARS
 
 
 class HTTPError(Exception):
