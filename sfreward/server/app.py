@@ -212,19 +212,8 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
             if not batcher.has_room(len(edits)):
                 raise HTTPError(503, f"queue full ({batcher.pending} of {config.batch.max_queue} items)",
                                 {"Retry-After": str(config.retry_after_s)})
-            cost = request_cost(source, edits, _n_masks(req, config))
-            if not budget.fits_at_all(cost):
-                raise HTTPError(413, f"decoding this group needs ~{cost / (1 << 20):,.0f} MiB, over the "
-                                     f"server's decode budget of {budget.capacity / (1 << 20):,.0f} MiB; "
-                                     "send fewer or smaller images per request")
-            if not budget.try_acquire(cost):
-                raise HTTPError(503, "server busy: the decode budget is in use by other requests",
-                                {"Retry-After": str(config.retry_after_s)})
-            try:  # the full-resolution arrays live only inside _prepare
-                prepared, regions_out, region_source = await asyncio.to_thread(
-                    _prepare, scorer, config, req, source, edits)
-            finally:
-                budget.release(cost)
+            prepared, regions_out, region_source = await asyncio.to_thread(
+                _admit_and_prepare, scorer, config, budget, req, source, edits)
             todo = [i for i, p in enumerate(prepared) if not isinstance(p, InvalidInput)]
             try:
                 scored = await batcher.submit([prepared[i] for i in todo])
@@ -262,6 +251,25 @@ def _n_masks(req: ScoreGroupRequest, config: ServerConfig) -> int:
     if config.propose_regions:
         return int(getattr(config.proposer_config, "max_regions", 12)) + 1
     return 1
+
+
+def _admit_and_prepare(scorer: Scorer, config: ServerConfig, budget: DecodeBudget, req: ScoreGroupRequest,
+                       source: bytes, edits: list[bytes]) -> tuple[list, list[dict], str]:
+    """`_prepare` once the group's estimated decode cost is charged to the budget (413 if it could
+    never fit, 503 + Retry-After while it does not fit now). Runs in a worker thread: reading
+    65 image headers takes ~1-2 ms, too long for the event loop."""
+    cost = request_cost(source, edits, _n_masks(req, config))
+    if not budget.fits_at_all(cost):
+        raise HTTPError(413, f"decoding this group needs ~{cost / (1 << 20):,.0f} MiB, over the "
+                             f"server's decode budget of {budget.capacity / (1 << 20):,.0f} MiB; "
+                             "send fewer or smaller images per request")
+    if not budget.try_acquire(cost):
+        raise HTTPError(503, "server busy: the decode budget is in use by other requests",
+                        {"Retry-After": str(config.retry_after_s)})
+    try:  # the full-resolution arrays live only inside _prepare
+        return _prepare(scorer, config, req, source, edits)
+    finally:
+        budget.release(cost)
 
 
 def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, source: bytes,

@@ -102,7 +102,7 @@ def _vm(pid: int, key: str) -> int:
 
 @pytest.mark.slow  # a server subprocess (torch import) and 128 requests of 9 images of 9 MP
 def test_peak_rss_stays_within_the_decode_budget(tiny_model_dir, server_token):
-    budget = 512 << 20
+    budget = 768 << 20
     port = _free_port()
     env = {**os.environ, "SFR_SERVER_TOKEN": server_token, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(tiny_model_dir), str(port), str(budget)],
