@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,16 +104,22 @@ def _decode_encoded(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise InvalidInput(f"{name}: cannot decode image bytes ({type(e).__name__}: {e})") from None
 
 
+_NPY_SHAPE = re.compile(rb"'shape':\s*\(\s*(\d+)\s*,\s*(\d+)")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) an encoded image or .npy declares in its header, without decoding pixels;
-    None when the header is unreadable (decoding will refuse it anyway). For admission control."""
+    None when the header is unreadable (decoding will refuse it anyway). For admission control,
+    so the common cases are read directly (~1 us; numpy's and PIL's header parsers take
+    ~50-100 us, and a request carries up to 65 images)."""
     try:
-        if data.startswith(NPY_MAGIC):
-            fp = io.BytesIO(data)
-            major, _ = np.lib.format.read_magic(fp)
-            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape = read(fp)[0]
-            return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else None
+        if data.startswith(NPY_MAGIC):   # magic, version, header length, then the header dict
+            m = _NPY_SHAPE.search(data, 10, 10 + 4096)
+            return (int(m.group(2)), int(m.group(1))) if m else None
+        if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return w, h
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
