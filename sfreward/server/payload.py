@@ -28,7 +28,7 @@ class RegionIn(BaseModel):
     kind: Literal["edit", "context", "background"]
     mask: dict[str, Any] | None = None
     bbox: list[int] | None = Field(default=None, min_length=4, max_length=4)
-    region_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    region_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00]*$")
 
 
 class ScoreGroupRequest(BaseModel):
@@ -48,6 +48,13 @@ class ScoreGroupRequest(BaseModel):
         if not v.strip():
             raise ValueError("must not be blank (only whitespace)")
         if "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        return v
+
+    @field_validator("group_id")
+    @classmethod
+    def _group_id_text(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
             raise ValueError("must not contain NUL characters")
         return v
 

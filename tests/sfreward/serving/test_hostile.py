@@ -267,6 +267,7 @@ def test_query_string_credentials_are_redacted_in_the_access_log(tiny_scorer, se
     ({"instruction": "x" * 2001}, "instruction: String should have at most 2000 characters"),
     ({"instruction": "make it red\x00"}, "instruction: Value error, must not contain NUL"),
     ({"group_id": "g" * 129}, "group_id: String should have at most 128 characters"),
+    ({"group_id": "g\x00"}, "group_id: Value error, must not contain NUL"),
     ({"regions": "dup"}, "regions: Value error, duplicate region_id(s) ['edit-box']"),
 ])
 def test_blank_instruction_and_duplicate_region_ids_are_422(shared_server, server_token, change, needle):
