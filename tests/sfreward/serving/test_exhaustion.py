@@ -51,7 +51,6 @@ def test_partial_request_heads_are_closed_and_the_server_recovers(tiny_scorer, s
                     break
             else:
                 pytest.fail("a connection trickling its request head was never closed")
-            assert 0 < i < len(head) - 1
             # Every partial head is closed (bounded wait per socket; they all timed out by now).
             still_open = [k for k, s in enumerate(slow) if not _closed_by_peer(s, 30)]
             assert still_open == [], f"{len(still_open)} of 270 slow sockets still open"
@@ -63,9 +62,12 @@ def test_partial_request_heads_are_closed_and_the_server_recovers(tiny_scorer, s
         # A keep-alive connection gets the same bound for its next request's head.
         with socket.create_connection(addr) as ka:
             ka.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            ka.settimeout(30)
             reply = b""
             while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-                reply += ka.recv(65536)
+                chunk = ka.recv(65536)
+                assert chunk, f"connection closed before the whole response: {reply!r}"
+                reply += chunk
             assert reply.startswith(b"HTTP/1.1 200")
             ka.sendall(b"GET /hea")
             assert _closed_by_peer(ka, 30)

@@ -56,6 +56,7 @@ def peak_rss_growth():
     out = {}
     yield out
     out["growth"] = _vm("VmHWM") - base
+    print(f"peak RSS growth {out['growth'] / 2**20:.0f} MiB")
 
 
 # --------------------------------------------------------------------------- item 3: memory
