@@ -15,9 +15,12 @@ POST /v1/score_group  (Authorization: Bearer <token>)
 GET /health, GET /version (no auth; nothing secret).
 
 Every response carries the model version (header X-Model-Version, and in JSON bodies).
-Errors are JSON {"error": {"status", "message"}, "model_version"}: 400 malformed payload,
-401 missing/wrong token, 413 body too large, 415 content type, 422 invalid content,
-503 (+ Retry-After) when the queue is full.
+Errors are JSON {"error": {"status", "message"}, "model_version"}: 400 malformed payload
+(JSON nested too deeply included), 401 missing/wrong token, 413 body too large or a group whose
+decoded images could never fit the decode budget, 415 content type, 422 invalid content,
+503 (+ Retry-After) when the queue or the decode budget (sfreward.server.admission) is full.
+The server runs under uvicorn with `sfreward.server.protocol` (request-head timeout, credentials
+redacted from logs).
 """
 from __future__ import annotations
 
@@ -256,8 +259,8 @@ def _n_masks(req: ScoreGroupRequest, config: ServerConfig) -> int:
 def _admit_and_prepare(scorer: Scorer, config: ServerConfig, budget: DecodeBudget, req: ScoreGroupRequest,
                        source: bytes, edits: list[bytes]) -> tuple[list, list[dict], str]:
     """`_prepare` once the group's estimated decode cost is charged to the budget (413 if it could
-    never fit, 503 + Retry-After while it does not fit now). Runs in a worker thread: reading
-    65 image headers takes ~1-2 ms, too long for the event loop."""
+    never fit, 503 + Retry-After while it does not fit now). Runs in a worker thread: JPEG
+    headers go through PIL (~50 us each, up to 65 per group), too slow for the event loop."""
     cost = request_cost(source, edits, _n_masks(req, config))
     if not budget.fits_at_all(cost):
         raise HTTPError(413, f"decoding this group needs ~{cost / (1 << 20):,.0f} MiB, over the "
