@@ -44,6 +44,7 @@ def serve(args: argparse.Namespace) -> None:
     from sfreward.model import SFRewardConfig, SFRewardModel
     from sfreward.server.app import ServerConfig, create_app
     from sfreward.server.batcher import BatcherConfig
+    from sfreward.server.protocol import uvicorn_config
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -52,8 +53,9 @@ def serve(args: argparse.Namespace) -> None:
     cfg = ServerConfig(token=os.environ["SFR_SERVER_TOKEN"], max_group_size=16,
                        batch=BatcherConfig(max_batch_size=args.max_batch, max_wait_ms=args.max_wait_ms,
                                            max_queue=1024))
-    uvicorn.run(create_app(scorer, cfg), host="127.0.0.1", port=args.port, log_level="warning",
-                access_log=False)
+    # The protocol and logging `sfr serve` runs with (request-head timeout, log redaction).
+    uvicorn.Server(uvicorn_config(create_app(scorer, cfg), cfg.head_timeout_s, host="127.0.0.1", port=args.port,
+                                  log_level="warning", access_log=False)).run()
 
 
 def request_body(group: int, fmt: str, transport: str) -> tuple[bytes, str]:

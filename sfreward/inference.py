@@ -27,6 +27,7 @@ import torch
 
 from sfreward.inputs import (  # noqa: F401  (re-exported: the serving API's input helpers)
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_REGIONS,
     KINDS,
     NPY_MAGIC,
     InvalidInput,
@@ -122,6 +123,13 @@ class PreparedItem:
 class ScorerConfig:
     batch_size: int = 16                  # items per model call ("device-sized chunks")
     max_pixels: int = DEFAULT_MAX_PIXELS  # decoded images larger than this are invalid
+    max_regions: int = DEFAULT_MAX_REGIONS  # regions per item; more make the item invalid
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_pixels", "max_regions"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ScorerConfig.{name} must be an integer >= 1, got {v!r}")
 
 
 def region_reward(phi: float, aes: float) -> float:
@@ -157,7 +165,7 @@ class Scorer:
                     and all(r.mask.shape == src.shape[:2] for r in regions):
                 regs = list(regions)  # already checked by normalize_regions (the server does)
             else:
-                regs = normalize_regions(regions, src.shape[0], src.shape[1])
+                regs = normalize_regions(regions, src.shape[0], src.shape[1], self.config.max_regions)
             src_t = to_model_tensor(src, self.image_size)
             masks = resize_masks(np.stack([r.mask for r in regs]), self.image_size)
             meta = [region_meta(r) for r in regs]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,10 @@ from PIL import Image, ImageOps
 
 KINDS = ("edit", "context", "background")
 DEFAULT_MAX_PIXELS = 40_000_000
+# Regions per item: each becomes a full-resolution bool mask plus a float copy while it is
+# resized, so the count bounds an item's memory (the proposer keeps at most 12 by default;
+# docs/serving.md).
+DEFAULT_MAX_REGIONS = 32
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -82,20 +88,44 @@ def decode_image(image: Any, name: str = "image", max_pixels: int = DEFAULT_MAX_
 
 
 def _decode_encoded(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """PNG/JPEG/WebP/... bytes -> PIL image (EXIF rotation applied), size checked first."""
+    """PNG/JPEG/WebP/... bytes -> PIL image (EXIF rotation applied), size checked first by the
+    platform's one decompression-bomb guard (warehouse.images.open_image)."""
+    from warehouse.images import ImageRejected, ImageTooLarge, open_image
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size  # from the header, before decoding any pixel
-            if w * h > max_pixels:
-                raise InvalidInput(f"{name}: {w}x{h} exceeds the limit of {max_pixels:,} pixels")
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except InvalidInput:
-        raise
+        img = open_image(data, name, max_pixels)
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except ImageTooLarge as e:
+        raise InvalidInput(str(e)) from None
+    except ImageRejected as e:
+        raise InvalidInput(f"{name}: cannot decode image bytes ({str(e).removeprefix(name + ': ')})") from None
     except Exception as e:  # PIL raises many types for corrupt data
         raise InvalidInput(f"{name}: cannot decode image bytes ({type(e).__name__}: {e})") from None
+
+
+_NPY_SHAPE = re.compile(rb"'shape':\s*\(\s*(\d+)\s*,\s*(\d+)")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) an encoded image or .npy declares in its header, without decoding pixels;
+    None when the header is unreadable (decoding will refuse it anyway). For admission control,
+    so the common cases are read directly (~1 us; numpy's and PIL's header parsers take
+    ~50-100 us, and a request carries up to 65 images)."""
+    try:
+        if data.startswith(NPY_MAGIC):   # magic, version, header length, then the header dict
+            m = _NPY_SHAPE.search(data, 10, 10 + 4096)
+            return (int(m.group(2)), int(m.group(1))) if m else None
+        if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return w, h
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Exception:
+        return None
 
 
 def decode_npy(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -126,6 +156,8 @@ def decode_npy(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
 
 
 def _mask_from(spec: Any, height: int, width: int, name: str) -> np.ndarray:
+    """The bool [height, width] mask of one region spec; an RLE's declared size is checked
+    against the source before anything is allocated."""
     from warehouse import masks as mask_codec
 
     mask = spec.get("mask") if isinstance(spec, dict) else getattr(spec, "mask", None)
@@ -135,7 +167,7 @@ def _mask_from(spec: Any, height: int, width: int, name: str) -> np.ndarray:
     if mask is not None:
         if isinstance(mask, (dict, str)):
             try:
-                m = mask_codec.decode(mask)
+                m = mask_codec.decode(mask, expected_size=(height, width))
             except mask_codec.MaskError as e:
                 raise InvalidInput(f"{name}: {e}") from None
         elif isinstance(mask, torch.Tensor):
@@ -158,16 +190,27 @@ def _mask_from(spec: Any, height: int, width: int, name: str) -> np.ndarray:
     return m
 
 
-def normalize_regions(regions: Sequence[Any] | None, height: int, width: int) -> list[RegionInput]:
+def normalize_regions(regions: Sequence[Any] | None, height: int, width: int,
+                      max_regions: int = DEFAULT_MAX_REGIONS) -> list[RegionInput]:
     """Check regions against a source of size (height, width); background last.
 
     Each region is a dict or object with `kind` and `mask` (bool [H, W] or COCO RLE) or `bbox`,
     optionally `region_id`. Without a background region one is added as the complement of the
     union of the others (when that complement is non-empty). `None` or [] means one background
-    region covering the whole image (image-level scoring).
+    region covering the whole image (image-level scoring). More than `max_regions` regions, or
+    two with the same region_id, raise InvalidInput before any mask is decoded.
     """
+    regions = list(regions or [])
+    if len(regions) > max_regions:
+        raise InvalidInput(f"{len(regions)} regions; at most {max_regions} per item")
+    ids = [spec.get("region_id") if isinstance(spec, dict) else getattr(spec, "region_id", None)
+           for spec in regions]
+    named = [str(r) for r in ids if r is not None]
+    dup = sorted({r for r in named if named.count(r) > 1})
+    if dup:
+        raise InvalidInput(f"duplicate region_id(s) {dup[:5]}; each region of an item needs its own id")
     out: list[RegionInput] = []
-    for i, spec in enumerate(regions or []):
+    for i, spec in enumerate(regions):
         name = f"region {i}"
         kind = spec.get("kind") if isinstance(spec, dict) else getattr(spec, "kind", None)
         if kind not in KINDS:
@@ -193,6 +236,9 @@ def normalize_regions(regions: Sequence[Any] | None, height: int, width: int) ->
     for i, r in enumerate(out):
         if r.region_id is None:
             r.region_id = "background" if r.kind == "background" else f"r{i}"
+    final = [r.region_id for r in out]
+    if len(set(final)) != len(final):  # a supplied id equal to a generated one ("r1", "background")
+        raise InvalidInput(f"region_ids {final} collide with the generated ones; name every region")
     return out
 
 

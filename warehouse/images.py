@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,6 +22,45 @@ MIN_SIDE = 8
 
 class ImageRejected(ValueError):
     pass
+
+
+class ImageTooLarge(ImageRejected):
+    """The declared size exceeds the pixel limit (refused from the header)."""
+
+
+# Magic bytes of the formats we accept, checked on a file's first bytes before reading it whole.
+MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+         (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+HEAD_BYTES = 16
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format a file's first bytes announce (PNG, JPEG, GIF, TIFF, BMP, WEBP), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in MAGIC if head.startswith(magic)), None)
+
+
+def open_image(data: bytes | BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The one decompression-bomb guard (ingest and the reward server both use it): open an
+    image lazily, reading only its header, and refuse it when the declared size exceeds
+    `max_pixels`, before any pixel is decoded. Raises ImageRejected naming `name`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(data if not isinstance(data, (bytes, bytearray)) else io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected(f"{name}: not a recognized image file (wrong magic bytes or not an image)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"{name}: decompression bomb refused ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageRejected(f"{name}: image is corrupt or truncated in its header ({e})") from None
+    w, h = img.size  # from the header, before decoding any pixel
+    if w * h > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (possible decompression bomb); resize it or raise max_pixels")
+    return img
 
 
 @dataclass(frozen=True)
@@ -57,32 +97,20 @@ def load_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     """Decode and check one image. `name` is only used in messages."""
     if len(data) == 0:
         raise ImageRejected(f"{name}: file is empty (0 bytes)")
+    img = open_image(data, name, max_pixels)
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageRejected(f"{name}: image is {w}x{h}, smaller than {MIN_SIDE} px on a side")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size  # from the header, before decoding any pixel
-            if w * h > max_pixels:
-                raise ImageRejected(
-                    f"{name}: declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
-                    f"{max_pixels:,} (possible decompression bomb); resize it or raise max_pixels"
-                )
-            if min(w, h) < MIN_SIDE:
-                raise ImageRejected(f"{name}: image is {w}x{h}, smaller than {MIN_SIDE} px on a side")
-            n_frames = getattr(img, "n_frames", 1)
-            if n_frames > 1:
-                raise ImageRejected(
-                    f"{name}: animated/multi-frame image ({n_frames} frames); export one still frame")
-            fmt = img.format or "UNKNOWN"
-            original_mode = img.mode
-            img.load()  # full decode: truncated files fail here
+        n_frames = getattr(img, "n_frames", 1)
+        if n_frames > 1:
+            raise ImageRejected(f"{name}: animated/multi-frame image ({n_frames} frames); export one still frame")
+        fmt = img.format or "UNKNOWN"
+        original_mode = img.mode
+        img.load()  # full decode: truncated files fail here
     except ImageRejected:
         raise
-    except UnidentifiedImageError:
-        raise ImageRejected(f"{name}: not a recognized image file (wrong magic bytes or not an image)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageRejected(f"{name}: decompression bomb refused ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageRejected(f"{name}: image is corrupt or truncated ({e})") from None
 
     notes = []

@@ -6,7 +6,11 @@ manifest's directory and never outside it), or a Hugging Face dataset in parquet
 directory of shards) with Image columns `source` and `edited`. Other column names, presets of
 public schemas, `save_to_disk` folders and masks that come with the data: warehouse.sources.
 
-Every row is validated; a bad row goes to `quarantine` with its reason and the batch goes on.
+Every row is validated; a bad row goes to `quarantine` with its reason and the batch goes on,
+whatever the row provokes (only the workspace's own OSErrors, disk full or read-only, stop a
+batch). Image files are checked from their size, magic bytes and header before being read
+whole. Text is bounded (docs/hostile-inputs.md): instruction <= 2,000 characters, ids, editor
+and category <= 128, metadata <= 16 KiB of standard JSON (no NaN/Infinity), no NUL anywhere.
 Images are stored content-addressed, samples/groups are written in one transaction per chunk,
 so a crash never leaves half a chunk visible and a rerun picks up where it stopped. The batch id
 is a hash of the input's bytes: re-ingesting the same manifest is the same batch and adds
@@ -19,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +31,10 @@ from typing import Any, Callable, Iterator
 
 from warehouse import sources
 from warehouse.db import Warehouse
-from warehouse.images import DEFAULT_MAX_PIXELS, ImageRejected, load_image
+from warehouse.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, ImageRejected, load_image
 from warehouse.imagestore import LocalImageStore, sha256_bytes
+from warehouse.rowchecks import (DEFAULT_MAX_FILE_BYTES, NonStandardJSON, RowRejected, check_head, check_text,
+                                 loads_row, metadata_json, read_checked)
 from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,7 @@ class ManifestError(ValueError):
 @dataclass
 class IngestConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     chunk_size: int = 128          # rows per transaction
     workers: int = 2               # threads decoding/hashing images
     source_options: sources.SourceOptions | None = None   # column mapping / preset (None: ours)
@@ -95,9 +103,16 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
             if not text:
                 continue
             try:
-                fields = json.loads(text)
+                fields = loads_row(text)
             except json.JSONDecodeError as e:
                 yield RawRow(number, text, None, f"malformed JSON on line {number}: {e.msg}")
+                continue
+            except NonStandardJSON as e:
+                yield RawRow(number, text, None, f"line {number} holds non-standard JSON ({e}); "
+                                                 "use null or a string instead")
+                continue
+            except RecursionError:
+                yield RawRow(number, text, None, f"line {number} is nested too deeply to parse")
                 continue
             if not isinstance(fields, dict):
                 yield RawRow(number, text, None, f"line {number} is not a JSON object")
@@ -177,23 +192,26 @@ class Prepared:
     provided_mask: dict | None = None   # provided_masks row (sources.attach_mask)
 
 
-class RowRejected(ValueError):
-    pass
-
-
 def _resolve_inside(base: Path, rel: Any, key: str) -> Path:
     if not isinstance(rel, str) or not rel.strip():
         raise RowRejected(f"`{key}` must be a non-empty path string")
+    if "\x00" in rel:  # resolve() raises ValueError on it
+        raise RowRejected(f"`{key}` path {rel[:200]!r} contains a NUL character")
     p = Path(rel)
     if p.is_absolute():
         raise RowRejected(f"`{key}` path {rel!r} is absolute; paths must be relative to the manifest")
-    full = (base / p).resolve()
     try:
+        full = (base / p).resolve()
         full.relative_to(base)
     except ValueError:
-        raise RowRejected(f"`{key}` path {rel!r} escapes the manifest's directory") from None
-    if not full.is_file():
-        raise RowRejected(f"`{key}` file {rel!r} does not exist")
+        raise RowRejected(f"`{key}` path {rel[:200]!r} escapes the manifest's directory") from None
+    except OSError as e:  # e.g. a name too long, a symlink loop
+        raise RowRejected(f"`{key}` path {rel[:200]!r} cannot be resolved ({e.strerror or e})") from None
+    try:
+        if not full.is_file():
+            raise RowRejected(f"`{key}` file {rel!r} does not exist")
+    except OSError as e:
+        raise RowRejected(f"`{key}` path {rel[:200]!r} cannot be read ({e.strerror or e})") from None
     return full
 
 
@@ -205,11 +223,12 @@ class _Validator:
         inline = row.source_bytes if key == "source" else row.edited_bytes
         if inline is not None:
             data, name = inline, f"{key} (row {row.number})"
+            check_head(len(data), data[:HEAD_BYTES], name, self.cfg.max_file_bytes)
         else:
             path = _resolve_inside(self.base, row.fields.get(key), key)
             name = f"{key} {row.fields.get(key)!r}"
             try:
-                data = path.read_bytes()
+                data = read_checked(path, name, self.cfg.max_file_bytes, self.cfg.max_pixels)
             except OSError as e:  # unreadable input: this row only
                 raise RowRejected(f"{name}: cannot read ({e.strerror or e})") from None
         original_sha = sha256_bytes(data)
@@ -237,12 +256,17 @@ class _Validator:
         instruction = f.get("instruction")
         if not isinstance(instruction, str) or not instruction.strip():
             raise RowRejected("`instruction` is missing or empty")
+        check_text("instruction", instruction)
         for k in OPTIONAL_TEXT:
-            if f.get(k) is not None and (not isinstance(f[k], str) or not f[k].strip()):
+            v = f.get(k)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise RowRejected(f"`{k}` must be a non-empty string when given")
+            if v is not None:
+                check_text(k, v)
         metadata = f.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise RowRejected("`metadata` must be a JSON object when given")
+        meta_text = metadata_json(metadata) if metadata else None
         src_sha, src_size, src_rec, src_note = self._image(row, "source", known)
         ed_sha, ed_size, ed_rec, ed_note = self._image(row, "edited", known)
         if src_size != ed_size:
@@ -254,7 +278,7 @@ class _Validator:
         group_id = f.get("group_id") or "g-" + _h(src_sha, instruction)
         notes = "; ".join(n for n in (src_note, ed_note) if n) or None
         return Prepared(row.number, row.text, sample_id, group_id, instruction, f.get("editor"),
-                        f.get("category"), json.dumps(metadata, sort_keys=True) if metadata else None,
+                        f.get("category"), meta_text,
                         [r for r in (src_rec, ed_rec) if r], src_sha, ed_sha, notes)
 
 
@@ -329,9 +353,14 @@ def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tup
                         [batch_id, number, text[:MAX_ROW_TEXT], reason])
 
 
+# "source 'x.png': " / "edited (row 3): " at the start of a reason names the input, not the problem.
+_NAME_PREFIX = re.compile(r"^(?:source|edited) (?:'.*?'|\".*?\"|\(row \d+\)): ")
+
+
 def _count(summary: IngestSummary, reason: str) -> None:
+    """Counts per kind of problem: the reason without the input's name, cut at 80 characters."""
     summary.quarantined += 1
-    key = reason.split(":")[0] if reason.count(":") else reason
+    key = _NAME_PREFIX.sub("", reason, count=1)
     key = key if len(key) < 80 else key[:77] + "..."
     summary.reasons[key] = summary.reasons.get(key, 0) + 1
 
@@ -376,8 +405,14 @@ def ingest_path(ws: Workspace, path: str | Path, config: IngestConfig | None = N
             return row, prepared, None
         except RowRejected as e:
             return row, None, str(e)
-        # Anything else (disk full or read-only store, a bug) is not this row's fault: it stops
-        # the batch; chunks committed so far stay, and a rerun continues from there.
+        except OSError:
+            # Reading a row's files is caught above (RowRejected): an OSError here is the
+            # workspace's (disk full, read-only store). It stops the batch; chunks committed so
+            # far stay, and a rerun continues from there.
+            raise
+        except Exception as e:  # anything else a row provokes is that row's problem only
+            log.warning("row %d: unexpected %s while validating it", row.number, type(e).__name__)
+            return row, None, f"unexpected error on this row ({type(e).__name__}: {str(e)[:300]})"
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
         for chunk in _chunks(rows, cfg.chunk_size):

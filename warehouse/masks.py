@@ -29,12 +29,42 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def decode(rle: dict[str, Any] | str) -> np.ndarray:
-    """COCO RLE (dict or its JSON text) -> bool [H, W]. Raises MaskError on a malformed RLE."""
+# No image the platform accepts is larger (warehouse.images.DEFAULT_MAX_PIXELS): a mask that
+# declares more is refused before anything is allocated, even when the caller cannot say which
+# image it belongs to.
+MAX_MASK_PIXELS = 40_000_000
+
+
+def rle_size(rle: dict[str, Any] | str) -> tuple[int, int]:
+    """The (H, W) an RLE declares, read without decoding it. Raises MaskError."""
     if isinstance(rle, str):
         rle = from_json(rle)
     try:
-        size = [int(v) for v in rle["size"]]
+        h, w = (int(v) for v in rle["size"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise MaskError(f"mask RLE `size` must be [height, width] ({type(e).__name__}: {e})") from None
+    if h < 1 or w < 1:
+        raise MaskError(f"mask RLE declares an empty size {[h, w]}")
+    return h, w
+
+
+def decode(rle: dict[str, Any] | str, expected_size: tuple[int, int] | None = None,
+           max_pixels: int = MAX_MASK_PIXELS) -> np.ndarray:
+    """COCO RLE (dict or its JSON text) -> bool [H, W]. Raises MaskError on a malformed RLE.
+
+    The declared size is checked before any allocation: against `expected_size` (H, W) of the
+    image the mask belongs to, when the caller knows it (pass it: a forged `size` of
+    30000x30000 would otherwise cost gigabytes), and against `max_pixels` always."""
+    if isinstance(rle, str):
+        rle = from_json(rle)
+    h, w = rle_size(rle)
+    if expected_size is not None and (h, w) != tuple(expected_size):
+        raise MaskError(f"mask RLE declares {w}x{h} (WxH) but its image is "
+                        f"{expected_size[1]}x{expected_size[0]}")
+    if h * w > max_pixels:
+        raise MaskError(f"mask RLE declares {w}x{h} = {h * w:,} pixels, over the limit of {max_pixels:,}")
+    size = [h, w]
+    try:
         counts = rle["counts"]
         if isinstance(counts, str):
             counts = counts.encode("ascii")
@@ -49,7 +79,7 @@ def decode(rle: dict[str, Any] | str) -> np.ndarray:
         raise MaskError(f"cannot decode mask RLE ({type(e).__name__}: {e})") from e
     if m.shape != (size[0], size[1]):
         raise MaskError(f"mask RLE decodes to {m.shape}, expected {tuple(size)}")
-    return m.astype(bool)
+    return m.view(bool) if m.dtype == np.uint8 else m.astype(bool)
 
 
 def area(rle: dict[str, Any]) -> int:

@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                            "(default: --max-batch)")
     s.add_argument("--no-propose", action="store_true", help="never propose regions (whole image "
                                                              "when the client sends none)")
+    s.add_argument("--max-regions", type=int, default=32, help="regions per group; more -> 422")
+    s.add_argument("--decode-budget-mb", type=float, default=2048.0,
+                   help="memory for decoded images of requests being prepared; full -> 503 (default 2 GiB)")
+    s.add_argument("--head-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's line and headers; slower -> closed")
     s.add_argument("--capture-rate", type=float, default=0.0,
                    help="fraction of scored rollouts kept for annotation, most uncertain first (0 = off)")
     s.add_argument("--capture-window", type=int, default=1000, help="rollouts per capture batch")
@@ -125,18 +130,53 @@ def read_token(token_file: str | None) -> str:
     return token
 
 
+# ServerConfig / BatcherConfig field -> the `sfr serve` flag that sets it (for error messages).
+_FLAGS = {"max_request_bytes": "--max-request-mb", "max_group_size": "--max-group", "max_regions": "--max-regions",
+          "decode_budget_bytes": "--decode-budget-mb", "head_timeout_s": "--head-timeout",
+          "max_batch_size": "--max-batch", "max_wait_ms": "--max-wait-ms", "max_queue": "--max-queue",
+          "token": "the server token"}
+
+
+def server_config(args: argparse.Namespace, token: str):
+    """The ServerConfig of `sfr serve`'s flags; a setting out of range is a one-line CLIError
+    (exit 2) naming the flag, raised before the model is loaded."""
+    from sfreward.server.app import ServerConfig
+    from sfreward.server.batcher import BatcherConfig, SettingError
+
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port: must be 0..65535, got {args.port}")
+    if args.chunk is not None and args.chunk < 1:
+        raise CLIError(f"--chunk: must be an integer >= 1, got {args.chunk}")
+    if not 0.0 <= args.capture_rate <= 1.0:
+        raise CLIError(f"--capture-rate: must be between 0 and 1, got {args.capture_rate}")
+    for flag, mb in (("--max-request-mb", args.max_request_mb), ("--decode-budget-mb", args.decode_budget_mb)):
+        if not (mb > 0 and mb < 1 << 30):  # also refuses NaN and inf
+            raise CLIError(f"{flag}: must be a positive number of MiB, got {mb}")
+    try:
+        return ServerConfig(token=token, max_request_bytes=int(args.max_request_mb * (1 << 20)),
+                            max_group_size=args.max_group, propose_regions=not args.no_propose,
+                            max_regions=args.max_regions, decode_budget_bytes=int(args.decode_budget_mb * (1 << 20)),
+                            head_timeout_s=args.head_timeout,
+                            batch=BatcherConfig(args.max_batch, args.max_wait_ms, args.max_queue))
+    except SettingError as e:
+        flag = _FLAGS.get(e.field, e.field)
+        raise CLIError(f"{flag}: {str(e).partition(': ')[2]}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from sfreward.server.app import ServerConfig, create_app
-    from sfreward.server.batcher import BatcherConfig
+    from sfreward.server.app import create_app
     from sfreward.server.capture import CaptureConfig, RolloutCapture
+    from sfreward.server.protocol import uvicorn_config
     from warehouse.workspace import Workspace
 
     token = read_token(args.token_file)
+    config = server_config(args, token)
     try:
         if not ipaddress.ip_address(args.host).is_loopback:
-            log.warning("serving on %s: reachable from other machines; put TLS in front of it", args.host)
+            log.warning("serving on %s: reachable from other machines; put it behind a reverse proxy "
+                        "with TLS (docs/serving.md)", args.host)
     except ValueError:
         pass
     scorer = _load_scorer(args, batch_size=args.chunk or args.max_batch)
@@ -147,11 +187,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      CaptureConfig(rate=args.capture_rate, window=args.capture_window))
         except ValueError as e:
             raise CLIError(f"--capture-rate/--capture-window: {e}") from None
-    config = ServerConfig(token=token, max_request_bytes=int(args.max_request_mb * (1 << 20)),
-                          max_group_size=args.max_group, propose_regions=not args.no_propose,
-                          batch=BatcherConfig(args.max_batch, args.max_wait_ms, args.max_queue))
     app = create_app(scorer, config, capture)
     log.info("serving model %s on http://%s:%d", scorer.version, args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                limit_concurrency=config.max_inflight_requests * 2)
+    uvicorn.Server(uvicorn_config(app, config.head_timeout_s, host=args.host, port=args.port, log_level="info",
+                                  limit_concurrency=config.max_inflight_requests * 2)).run()
     return 0

@@ -15,9 +15,12 @@ POST /v1/score_group  (Authorization: Bearer <token>)
 GET /health, GET /version (no auth; nothing secret).
 
 Every response carries the model version (header X-Model-Version, and in JSON bodies).
-Errors are JSON {"error": {"status", "message"}, "model_version"}: 400 malformed payload,
-401 missing/wrong token, 413 body too large, 415 content type, 422 invalid content,
-503 (+ Retry-After) when the queue is full.
+Errors are JSON {"error": {"status", "message"}, "model_version"}: 400 malformed payload
+(JSON nested too deeply included), 401 missing/wrong token, 413 body too large or a group whose
+decoded images could never fit the decode budget, 415 content type, 422 invalid content,
+503 (+ Retry-After) when the queue or the decode budget (sfreward.server.admission) is full.
+The server runs under uvicorn with `sfreward.server.protocol` (request-head timeout, credentials
+redacted from logs).
 """
 from __future__ import annotations
 
@@ -34,14 +37,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from sfreward.inference import (InvalidInput, ItemScore, PreparedItem, Scorer, decode_image, normalize_regions,
                                 propose_regions, region_meta)
-from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull
+from sfreward.inputs import DEFAULT_MAX_REGIONS
+from sfreward.server.admission import DEFAULT_BUDGET_BYTES, DecodeBudget, request_cost
+from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull, SettingError, check_float, check_int
 from sfreward.server.capture import RolloutCapture
 from sfreward.server.payload import BodyTooLarge, HTTPError, ScoreGroupRequest, parse_request
+from sfreward.server.protocol import DEFAULT_HEAD_TIMEOUT_S, uvicorn_config
 from warehouse import masks as mask_codec
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ _PROPOSE_LOCK = threading.Lock()
 
 @dataclass
 class ServerConfig:
+    """Every setting of a reward server, checked when built (SettingError names the field)."""
     token: str                                  # Bearer token clients must send
     max_request_bytes: int = 64 << 20           # whole request body
     max_group_size: int = 64                    # rollouts per request
@@ -58,15 +67,24 @@ class ServerConfig:
     retry_after_s: int = 1                      # advertised on 503
     propose_regions: bool = True                # propose when the client sends none
     proposer_config: Any = None                 # sfreward.regions.ProposerConfig (None = default)
+    max_regions: int = DEFAULT_MAX_REGIONS      # regions per group (supplied); more -> 422
+    decode_budget_bytes: int = DEFAULT_BUDGET_BYTES  # decoded data of requests in preparation
+    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S   # to receive a request's line and headers
     batch: BatcherConfig = field(default_factory=BatcherConfig)
 
     def __post_init__(self) -> None:
-        if not self.token or len(self.token) < 8:
-            raise ValueError("server token must be at least 8 characters")
+        if not isinstance(self.token, str) or len(self.token) < 8:
+            raise SettingError("token", "must be at least 8 characters")
+        for name in ("max_request_bytes", "max_group_size", "max_inflight_requests", "retry_after_s",
+                     "max_regions", "decode_budget_bytes"):
+            check_int(self, name)
+        check_float(self, "head_timeout_s")
+        if not isinstance(self.batch, BatcherConfig):
+            raise SettingError("batch", f"must be a BatcherConfig, got {type(self.batch).__name__}")
         if self.max_group_size > self.batch.max_queue:
             # A group the queue can never hold would get 503 forever.
-            raise ValueError(f"max_group_size ({self.max_group_size}) must not exceed the batch queue "
-                             f"({self.batch.max_queue})")
+            raise SettingError("max_group_size", f"{self.max_group_size} must not exceed the batch queue "
+                                                 f"(max_queue {self.batch.max_queue})")
 
 
 class EdgeMiddleware:
@@ -113,6 +131,7 @@ def _error(status: int, message: str, version: str, headers: dict[str, str] | No
 def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | None = None) -> FastAPI:
     """The ASGI app. The batcher starts/stops with the app's lifespan."""
     batcher: DynamicBatcher = DynamicBatcher(scorer.score_prepared, config.batch)
+    budget = DecodeBudget(config.decode_budget_bytes)
     state = {"inflight": 0}
     version = scorer.version
     token = config.token.encode()
@@ -130,6 +149,7 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
     app = FastAPI(title="SFReward reward server", version=API_VERSION, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher, app.state.capture, app.state.scorer = batcher, capture, scorer
+    app.state.budget = budget
 
     app.add_middleware(EdgeMiddleware, max_bytes=config.max_request_bytes, version=version)
 
@@ -140,6 +160,12 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, e: BodyTooLarge):
         return _error(413, f"request body exceeds the limit of {config.max_request_bytes:,} bytes", version)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, e: ClientDisconnect):
+        # Not a server fault: the client closed the connection before sending its whole body.
+        log.info("client disconnected before its request to %s was read", request.url.path)
+        return _error(400, "client disconnected", version)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, e: Exception):
@@ -159,13 +185,14 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
         st = batcher.stats
         return {"status": "ok", "model_version": version, "queue": batcher.pending,
                 "max_queue": config.batch.max_queue, "inflight": state["inflight"],
-                "model_calls": st.calls, "items_scored": st.items, "max_batch_seen": st.max_batch_seen}
+                "model_calls": st.calls, "items_scored": st.items, "max_batch_seen": st.max_batch_seen,
+                "decode_budget_in_use": budget.in_use, "decode_budget": budget.capacity}
 
     @app.get("/version")
     async def version_info():
         return {"model_version": version, "api": API_VERSION, "image_size": list(scorer.image_size),
                 "max_batch_size": config.batch.max_batch_size, "max_group_size": config.max_group_size,
-                "max_request_bytes": config.max_request_bytes}
+                "max_request_bytes": config.max_request_bytes, "max_regions": config.max_regions}
 
     def check_auth(request: Request) -> None:
         auth = request.headers.get("authorization", "")
@@ -183,11 +210,13 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
         state["inflight"] += 1
         try:
             req, source, edits = await parse_request(request, config.max_group_size)
+            if req.regions is not None and len(req.regions) > config.max_regions:
+                raise HTTPError(422, f"regions: {len(req.regions)} regions; at most {config.max_regions} per group")
             if not batcher.has_room(len(edits)):
                 raise HTTPError(503, f"queue full ({batcher.pending} of {config.batch.max_queue} items)",
                                 {"Retry-After": str(config.retry_after_s)})
             prepared, regions_out, region_source = await asyncio.to_thread(
-                _prepare, scorer, config, req, source, edits)
+                _admit_and_prepare, scorer, config, budget, req, source, edits)
             todo = [i for i, p in enumerate(prepared) if not isinstance(p, InvalidInput)]
             try:
                 scored = await batcher.submit([prepared[i] for i in todo])
@@ -216,6 +245,34 @@ def _offer(capture: RolloutCapture, source: bytes, edits: list[bytes], results: 
         capture.offer(source, edits, results, req.instruction, req.group_id, req.metadata)
     except Exception:  # capture must never break serving
         log.exception("rollout capture failed")
+
+
+def _n_masks(req: ScoreGroupRequest, config: ServerConfig) -> int:
+    """Masks a group will hold at the source's size: its regions plus a background."""
+    if req.regions is not None:
+        return len(req.regions) + 1
+    if config.propose_regions:
+        return int(getattr(config.proposer_config, "max_regions", 12)) + 1
+    return 1
+
+
+def _admit_and_prepare(scorer: Scorer, config: ServerConfig, budget: DecodeBudget, req: ScoreGroupRequest,
+                       source: bytes, edits: list[bytes]) -> tuple[list, list[dict], str]:
+    """`_prepare` once the group's estimated decode cost is charged to the budget (413 if it could
+    never fit, 503 + Retry-After while it does not fit now). Runs in a worker thread: JPEG
+    headers go through PIL (~50 us each, up to 65 per group), too slow for the event loop."""
+    cost = request_cost(source, edits, _n_masks(req, config))
+    if not budget.fits_at_all(cost):
+        raise HTTPError(413, f"decoding this group needs ~{cost / (1 << 20):,.0f} MiB, over the "
+                             f"server's decode budget of {budget.capacity / (1 << 20):,.0f} MiB; "
+                             "send fewer or smaller images per request")
+    if not budget.try_acquire(cost):
+        raise HTTPError(503, "server busy: the decode budget is in use by other requests",
+                        {"Retry-After": str(config.retry_after_s)})
+    try:  # the full-resolution arrays live only inside _prepare
+        return _prepare(scorer, config, req, source, edits)
+    finally:
+        budget.release(cost)
 
 
 def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, source: bytes,
@@ -247,7 +304,7 @@ def _prepare(scorer: Scorer, config: ServerConfig, req: ScoreGroupRequest, sourc
                     raise HTTPError(422, f"region proposal failed on the source: {e}") from None
         region_source = "proposed" if regions is not None else "whole_image"
     try:
-        norm = normalize_regions(regions, src.shape[0], src.shape[1])
+        norm = normalize_regions(regions, src.shape[0], src.shape[1], config.max_regions)
     except InvalidInput as e:
         raise HTTPError(422, f"regions: {e}") from None
     prepared = scorer.prepare_group(src, decoded, req.instruction, norm)
@@ -303,16 +360,15 @@ class BackgroundServer:
     """uvicorn in a daemon thread on an already-bound socket (no port race). For tests,
     benchmarks and notebooks; `sfr serve` runs uvicorn in the foreground."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, **uvicorn_kwargs: Any):
-        import uvicorn
-
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0,
+                 head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S, **uvicorn_kwargs: Any):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.app = app
         self.host, self.port = host, self.sock.getsockname()[1]
-        cfg = uvicorn.Config(app, log_level="warning", access_log=False, **uvicorn_kwargs)
-        self.server = uvicorn.Server(cfg)
+        kw = {"log_level": "warning", "access_log": False, **uvicorn_kwargs}
+        self.server = uvicorn.Server(uvicorn_config(app, head_timeout_s, **kw))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,11 +30,39 @@ class QueueFull(Exception):
     """The batcher's queue cannot take this many more items now."""
 
 
+class SettingError(ValueError):
+    """A server setting is out of range; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def check_int(obj: object, name: str, low: int = 1) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise SettingError(name, f"must be an integer >= {low}, got {v!r}")
+
+
+def check_float(obj: object, name: str, low: float = 0.0, strict: bool = True) -> None:
+    v = getattr(obj, name)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and (v > low if strict else v >= low)
+    if not ok:
+        raise SettingError(name, f"must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
+
+
 @dataclass
 class BatcherConfig:
     max_batch_size: int = 32      # items per model call
     max_wait_ms: float = 5.0      # how long the oldest waiting item may wait for company
     max_queue: int = 256          # items waiting (not yet running); more -> QueueFull
+
+    def __post_init__(self) -> None:
+        # max_batch_size 0 made the worker loop spin without ever taking an item.
+        check_int(self, "max_batch_size")
+        check_float(self, "max_wait_ms", 0.0, strict=False)
+        check_int(self, "max_queue")
 
 
 @dataclass

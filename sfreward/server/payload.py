@@ -10,7 +10,11 @@ import json
 from typing import Any, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# Text limits are ingestion's (docs/hostile-inputs.md): captured rollouts are ingested, so what
+# the server accepts must be ingestible.
+from warehouse.rowchecks import MAX_ID_CHARS, MAX_INSTRUCTION_CHARS
 
 
 class HTTPError(Exception):
@@ -24,19 +28,44 @@ class RegionIn(BaseModel):
     kind: Literal["edit", "context", "background"]
     mask: dict[str, Any] | None = None
     bbox: list[int] | None = Field(default=None, min_length=4, max_length=4)
-    region_id: str | None = None
+    region_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00]*$")
 
 
 class ScoreGroupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    instruction: str = Field(min_length=1)
+    instruction: str = Field(min_length=1, max_length=MAX_INSTRUCTION_CHARS)
     source: str = Field(min_length=1)
     edits: list[str] = Field(min_length=1)
     regions: list[RegionIn] | None = None
-    group_id: str | None = None
+    group_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     metadata: dict[str, Any] | None = None
     std: Literal["group", "global"] = "group"
     capture: bool = True
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction_has_text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank (only whitespace)")
+        if "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        return v
+
+    @field_validator("group_id")
+    @classmethod
+    def _group_id_text(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        return v
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_region_ids(cls, v: list[RegionIn] | None) -> list[RegionIn] | None:
+        ids = [r.region_id for r in v or [] if r.region_id is not None]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate region_id(s) {dup[:5]}; each region needs its own id")
+        return v
 
 
 def _b64(data: str, name: str) -> bytes:
@@ -114,26 +143,30 @@ def parse_multipart(raw: bytes, content_type: str, max_group_size: int) -> tuple
             payload[k] = fields[k][0]
     for k in ("regions", "metadata"):
         if k in fields:
-            try:
-                payload[k] = json.loads(fields[k][0])
-            except json.JSONDecodeError as e:
-                raise HTTPError(400, f"multipart field `{k}` is not valid JSON: {e}") from None
+            payload[k] = _loads(fields[k][0].encode("utf-8"), f"multipart field `{k}`")
     if "capture" in fields:
         payload["capture"] = fields["capture"][0].lower() not in ("0", "false", "no")
     return validate(payload, max_group_size), files["source"][0], edits
 
 
 def parse_json(raw: bytes, max_group_size: int) -> tuple[ScoreGroupRequest, bytes, list[bytes]]:
-    try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HTTPError(400, f"body is not valid JSON: {e}") from None
+    payload = _loads(raw, "body")
     if not isinstance(payload, dict):
         raise HTTPError(400, "body must be a JSON object")
     req = validate(payload, max_group_size)
     source = _b64(req.source, "source")
     edits = [_b64(e, f"edits[{i}]") for i, e in enumerate(req.edits)]
     return req, source, edits
+
+
+def _loads(raw: bytes, what: str) -> Any:
+    """JSON text -> object; 400 for anything malformed, too deeply nested included."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"{what} is not valid JSON: {e}") from None
+    except RecursionError:  # e.g. 100,000 nested brackets: the parser's stack, not our fault
+        raise HTTPError(400, f"{what} is nested too deeply to parse") from None
 
 
 def validate(payload: dict, max_group_size: int) -> ScoreGroupRequest:

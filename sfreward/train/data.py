@@ -77,9 +77,10 @@ def decode_row(row: dict, index: int, size: int, label_mode: str = "region") -> 
         raise ValueError("no regions")
     ms, tg = [], []
     for j, r in enumerate(regions):
-        m = mask_codec.decode(r["mask"])
-        if m.shape != hw:
-            raise ValueError(f"region {j} mask is {m.shape}, image is {hw}")
+        try:  # the declared size is checked against the image before decoding
+            m = mask_codec.decode(r["mask"], expected_size=hw)
+        except mask_codec.MaskError as e:
+            raise ValueError(f"region {j}: {e}") from None
         mt = torch.from_numpy(m).float()[None, None]
         ms.append(F.interpolate(mt, size=(size, size), mode="area")[0, 0] if hw != (size, size) else mt[0, 0])
         tg.append([_f(r.get("success")), _f(r.get("preserve"))])

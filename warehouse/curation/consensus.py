@@ -37,9 +37,9 @@ def consensus_mask(annotated: list[np.ndarray], proposal: np.ndarray) -> np.ndar
     return (2 * votes > n) | ((2 * votes == n) & proposal)
 
 
-def _decode_or_none(rle: str) -> np.ndarray | None:
+def _decode_or_none(rle: str, expected_size: tuple[int, int] | None = None) -> np.ndarray | None:
     try:
-        return masks.decode(rle)
+        return masks.decode(rle, expected_size=expected_size)   # other sizes refused before decoding
     except masks.MaskError:
         return None
 
@@ -66,7 +66,7 @@ def apply_mask_consensus(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             continue  # left as is: the dataset's `region_masks_decode` check reports and blocks it
         # Undecodable or other-size masks cannot vote; sync already refuses masks that do not
         # match the edited image, so this only guards rows written by other means.
-        annotated = [m for m in map(_decode_or_none, rles) if m is not None and m.shape == proposal.shape]
+        annotated = [m for m in (_decode_or_none(r, proposal.shape) for r in rles) if m is not None]
         m = consensus_mask(annotated, proposal)
         if np.array_equal(m, proposal):  # a minority fix: the vote keeps the proposal
             continue
