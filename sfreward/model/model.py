@@ -132,6 +132,14 @@ def _load_pretrained(config: SFRewardConfig):
     return vision, text, text_dir
 
 
+def region_coverage(masks: torch.Tensor, g: int, p: int) -> torch.Tensor:
+    """Fraction of each token's patch covered by each mask: [R, S, S] -> [R, g * g] (raster
+    order). Token (i, j) covers pixels [i*p, (i+1)*p) x [j*p, (j+1)*p); pixels beyond g * p
+    reach no token (the patch convolution drops them too)."""
+    span = g * p
+    return F.avg_pool2d(masks[:, None, :span, :span], p).flatten(1)
+
+
 class SFRewardModel(nn.Module):
     def __init__(self, config: SFRewardConfig, tokenizer_dir: str | Path | None = None):
         """Build from `config` (resolved in place). `tokenizer_dir`: the tokenizer of a saved
@@ -182,7 +190,7 @@ class SFRewardModel(nn.Module):
             feats.append(st.to(tok.dtype).permute(0, 2, 3, 1))     # [B, g, g, 9]
         tokf = self.token_proj(torch.cat(feats, -1)).flatten(1, 2)  # [B, N, h]
 
-        cov = F.avg_pool2d(region_masks[:, None, :span, :span].to(tokf.dtype), p).flatten(1)  # [R, N]
+        cov = region_coverage(region_masks.to(tokf.dtype), g, p)                          # [R, N]
         area = cov.mean(1, keepdim=True)                                                  # [R, 1]
         w = cov / cov.sum(1, keepdim=True).clamp_min(1e-6)
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]

@@ -101,7 +101,7 @@ def build_model(cfg: TrainConfig) -> SFRewardModel:
     if cfg.grad_checkpointing:
         for net in (model.backbone.net, getattr(model.text, "net", None)):
             if net is not None and getattr(net, "supports_gradient_checkpointing", False):
-                net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                net.activation_checkpointing_enable({"use_reentrant": False})
     if cfg.lora_rank:
         model.backbone.add_lora(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
     model.freeze_unused_parameters()
