@@ -21,11 +21,11 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def _vision_classes(kind: str):
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
-                              SiglipVisionConfig, SiglipVisionModel)
-    return {"siglip": (SiglipVisionConfig, SiglipVisionModel),
-            "clip": (CLIPVisionConfig, CLIPVisionModel),
-            "dinov2": (Dinov2Config, Dinov2Model)}[kind]
+    import transformers as tf
+    return {"siglip": (tf.SiglipVisionConfig, tf.SiglipVisionModel),
+            "clip": (tf.CLIPVisionConfig, tf.CLIPVisionModel),
+            "dinov2": (tf.Dinov2Config, tf.Dinov2Model),
+            "dinov2_reg": (tf.Dinov2WithRegistersConfig, tf.Dinov2WithRegistersModel)}[kind]
 
 
 class VisionBackbone(nn.Module):
@@ -36,7 +36,7 @@ class VisionBackbone(nn.Module):
 
     LORA_TARGETS = {"siglip": ["q_proj", "k_proj", "v_proj", "out_proj"],
                     "clip": ["q_proj", "k_proj", "v_proj", "out_proj"],
-                    "dinov2": ["query", "key", "value"]}
+                    "dinov2": ["query", "key", "value"], "dinov2_reg": ["query", "key", "value"]}
 
     def __init__(self, cfg: SFRewardConfig, net: nn.Module | None = None):
         super().__init__()
@@ -61,7 +61,7 @@ class VisionBackbone(nn.Module):
             raise ValueError(f"image_size {cfg.image_size} is smaller than the backbone's patch "
                              f"({self.patch} px): no token would fit; use image_size >= {self.patch}")
         # DINOv2 always interpolates; SigLIP and CLIP only when told to.
-        self.interpolate = cfg.image_size != self.native_size and self.kind != "dinov2"
+        self.interpolate = cfg.image_size != self.native_size and not self.kind.startswith("dinov2")
         # Remember the full config so the saved model rebuilds without the pretrained path.
         full = net.config.to_dict()
         for k in ("transformers_version", "architectures", "model_type", "_name_or_path", "dtype", "torch_dtype"):

@@ -15,6 +15,7 @@ PIXEL_STATS = {
     "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "dinov2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "dinov2_reg": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # DINOv2 with register tokens
 }
 
 
@@ -25,7 +26,8 @@ TEXT_ENCODERS = ("hash", "auto", "checkpoint", "transformer")
 class SFRewardConfig:
     """Architecture of one SFReward model.
 
-    backbone: 'siglip' | 'clip' | 'dinov2' (transformers vision encoders).
+    backbone: 'siglip' | 'clip' | 'dinov2' | 'dinov2_reg' (transformers vision encoders;
+        'dinov2_reg' = DINOv2 with register tokens).
     backbone_config: keyword arguments of the transformers vision config (hidden_size,
         num_hidden_layers, patch_size, ...). After construction it holds the full config, so a
         saved model rebuilds without `backbone_path`.

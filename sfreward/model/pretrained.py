@@ -2,7 +2,8 @@
 
 Supported folders, told apart by config.json's `model_type`:
 - vision-only: `siglip_vision_model` (SiglipVisionModel), `clip_vision_model`
-  (CLIPVisionModel), `dinov2` (Dinov2Model);
+  (CLIPVisionModel), `dinov2` (Dinov2Model), `dinov2_with_registers`
+  (Dinov2WithRegistersModel: CLS + register tokens before the patch tokens);
 - vision-language: `siglip` (SiglipModel), `clip` (CLIPModel): the vision tower is the
   backbone and the text tower (with the tokenizer of the same folder) can be the text encoder.
 A text-encoder folder (`text_path`) is any transformers text model (with its tokenizer); the
@@ -19,7 +20,8 @@ from pathlib import Path
 
 VISION_TYPES = {  # model_type -> (backbone family, vision-language folder?)
     "siglip_vision_model": ("siglip", False), "clip_vision_model": ("clip", False),
-    "dinov2": ("dinov2", False), "siglip": ("siglip", True), "clip": ("clip", True),
+    "dinov2": ("dinov2", False), "dinov2_with_registers": ("dinov2_reg", False),
+    "siglip": ("siglip", True), "clip": ("clip", True),
 }
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -138,7 +140,8 @@ def load_towers(ck: Checkpoint, want_text: bool):
             m = full_cls.from_pretrained(str(ck.path), local_files_only=True)
             return m.vision_model, (m.text_model if want_text else None)
         if ck.family is not None:
-            cls = {"siglip": tf.SiglipVisionModel, "clip": tf.CLIPVisionModel, "dinov2": tf.Dinov2Model}[ck.family]
+            cls = {"siglip": tf.SiglipVisionModel, "clip": tf.CLIPVisionModel, "dinov2": tf.Dinov2Model,
+                   "dinov2_reg": tf.Dinov2WithRegistersModel}[ck.family]
             return cls.from_pretrained(str(ck.path), local_files_only=True), None
         m = tf.AutoModel.from_pretrained(str(ck.path), local_files_only=True)
         return None, getattr(m, "text_model", m)

@@ -40,7 +40,7 @@ def save_tokenizer(path: Path) -> None:
 
 def make_checkpoint(path: Path, family: str, image_size: int = 224, patch: int = 32, full: bool = False,
                     tokenizer: bool = True, preprocessor: bool = True, seed: int = 0) -> Path:
-    """Save a tiny `family` ('siglip' | 'clip' | 'dinov2') checkpoint into `path`."""
+    """Save a tiny `family` ('siglip' | 'clip' | 'dinov2' | 'dinov2_reg') checkpoint into `path`."""
     import transformers as tf
     torch.manual_seed(seed)
     v = vision_kwargs(image_size, patch)
@@ -54,6 +54,8 @@ def make_checkpoint(path: Path, family: str, image_size: int = 224, patch: int =
         model = tf.CLIPVisionModel(tf.CLIPVisionConfig(**v))
     elif family == "dinov2":
         model = tf.Dinov2Model(tf.Dinov2Config(**v))
+    elif family == "dinov2_reg":
+        model = tf.Dinov2WithRegistersModel(tf.Dinov2WithRegistersConfig(**v, num_register_tokens=4))
     else:
         raise ValueError(family)
     model.save_pretrained(str(path))

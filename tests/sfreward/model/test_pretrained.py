@@ -43,7 +43,7 @@ def test_issue_repro_siglip_224_patch16_trains_at_other_sizes(tmp_path):
     assert out["overall"].shape == (2,) and torch.isfinite(out["success"]).all()
 
 
-@pytest.mark.parametrize("family", ["siglip", "clip", "dinov2"])
+@pytest.mark.parametrize("family", ["siglip", "clip", "dinov2", "dinov2_reg"])
 def test_patch14_at_384_gives_27x27_tokens(tmp_path, family):
     ck = make_checkpoint(tmp_path / family, family, 224, 14)
     m = SFRewardModel(SFRewardConfig(backbone_path=str(ck), image_size=384)).eval()
@@ -65,6 +65,12 @@ def test_dinov2_at_518_and_clip_cls_dropped(tmp_path):
     hs = m.backbone.net(pixel_values=(x - m.backbone.mean) / m.backbone.std).last_hidden_state
     want = m.backbone.net.post_layernorm(hs)[:, 1:].reshape(1, 2, 2, 32)
     assert torch.allclose(m.backbone(x), want)
+    # DINOv2 with registers: CLS + 4 register tokens come before the patch tokens.
+    ck = make_checkpoint(tmp_path / "r", "dinov2_reg", 64, 32)
+    m = SFRewardModel(SFRewardConfig(backbone_path=str(ck))).eval()
+    assert m.config.backbone == "dinov2_reg"
+    hs = m.backbone.net(pixel_values=(x - m.backbone.mean) / m.backbone.std).last_hidden_state
+    assert hs.shape[1] == 1 + 4 + 4 and torch.allclose(m.backbone(x), hs[:, 5:].reshape(1, 2, 2, 32))
 
 
 @pytest.mark.parametrize("s, p", [(384, 14), (224, 16), (64, 8), (100, 32)])
