@@ -175,3 +175,13 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, case, message):
         SFRewardModel(SFRewardConfig(backbone_path=str(ck), **kw))
     if case not in ("patch_gt_train_size",):
         assert isinstance(err.value, CheckpointError) and str(ck) in str(err.value)
+
+
+def test_saved_model_without_its_tokenizer_is_refused(tmp_path):
+    from sfreward.model import ArtifactError
+    ck = make_checkpoint(tmp_path / "clip", "clip", 64, 16, full=True)
+    SFRewardModel(SFRewardConfig(backbone_path=str(ck))).save_pretrained(tmp_path / "m")
+    import shutil
+    shutil.rmtree(tmp_path / "m" / "tokenizer")
+    with pytest.raises(ArtifactError, match=r"tokenizer folder .*m/tokenizer.*missing"):
+        SFRewardModel.from_pretrained(tmp_path / "m")
