@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        last = {"step": step, "lr": sched.get_last_lr()[0], **parts,
+        last = {"step": step, "lr": max(sched.get_last_lr()), **parts,  # the heads' lr (scale 1)
                 "step_time_s": (time.perf_counter() - t0) / max(1, step)}
         if rank == 0 and (step % cfg.log_every == 0 or step == end):
             log.info("step %d %s", step, json.dumps({k: round(v, 5) if isinstance(v, float) else v
