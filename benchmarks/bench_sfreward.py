@@ -5,11 +5,20 @@ call; training step time batched vs per-image (gradient accumulation over single
 localization AUROC on held-out photos after training with region labels vs whole-image
 labels only (same architecture, data, steps).
 
---gpu: a SigLIP-base-sized backbone (768 wide, 12 layers, patch 16) at 384 px in bf16:
-images/s and the fraction of the card's measured bf16 matmul rate the model reaches.
-Skipped with a note when CUDA is not available.
+Per preset (sfreward.model.presets): CPU scoring pairs/s, each preset built exactly as
+`sfr train --preset NAME --set model.backbone_path=DIR` builds it; `base` and `large` load
+fake local checkpoints of their architecture (random weights, saved with save_pretrained:
+`base` a full SigLIP folder with its text tower and a locally trained tokenizer, `large` a
+vision-only so400m-class folder). A pair = (source, edited) with all its regions scored.
 
-    .venv/bin/python benchmarks/bench_sfreward.py [--gpu] [--skip-learning] [--steps 600]
+--gpu: the `base` preset (same fake checkpoint, text tower included) at 384 px in bf16:
+pairs/s with all regions, and model FLOPs utilisation = FLOPs of one forward (counted by
+torch.utils.flop_counter) / measured time / the card's measured bf16 matmul rate. Skipped with
+a note when CUDA is not available; `--gpu-dry-run` runs that code path on the CPU with the
+tiny preset (checks it, writes nothing).
+
+    .venv/bin/python benchmarks/bench_sfreward.py [--gpu | --gpu-dry-run] [--skip-learning]
+        [--steps 600] [--presets tiny,demo,base,large]
 Writes benchmarks/results/sfreward.md (or --out).
 """
 from __future__ import annotations
@@ -31,8 +40,6 @@ from sfreward.model import SFRewardConfig, SFRewardModel  # noqa: E402
 
 SMALL = dict(backbone_config=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4,
                                   num_attention_heads=4, patch_size=16), image_size=128, hidden=128)
-SIGLIP_BASE = dict(backbone_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                        num_attention_heads=12, patch_size=16), image_size=384, hidden=256)
 
 
 def _inputs(b: int, k: int, s: int, device="cpu", dtype=torch.float32):
@@ -109,32 +116,101 @@ def bench_learning(steps: int) -> dict:
     return out
 
 
-def bench_gpu(b: int = 32, k: int = 8, reps: int = 10) -> dict | str:
-    if not torch.cuda.is_available():
-        return "skipped: CUDA is not available on this machine"
-    from torch.utils.flop_counter import FlopCounterMode
-    dev = torch.device("cuda")
-    sync = torch.cuda.synchronize
-    n = 8192
-    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-    mm = _time(lambda: a @ a, 20, warmup=3, sync=sync)
-    peak = 2 * n ** 3 / mm
+def fake_checkpoint(root: Path, preset: str) -> Path | None:
+    """A local checkpoint folder of the preset's architecture with random weights (None for
+    the checkpoint-free presets). Built once per root."""
+    import transformers as tf
+
+    from sfreward.model.presets import get_preset
+    if preset not in ("base", "large"):
+        return None
+    path = root / f"fake-{preset}"
+    if (path / "config.json").is_file():
+        return path
     torch.manual_seed(0)
-    m = SFRewardModel(SFRewardConfig(**SIGLIP_BASE)).to(dev, torch.bfloat16).eval()
-    src, edt, txt, masks = _inputs(b, k, 384, dev, torch.bfloat16)
+    vision = get_preset(preset).model["backbone_config"]
+    if preset == "base":  # SigLIP-base: vision + text tower + tokenizer, as downloaded
+        from tests.sfreward.model.checkpoints import save_tokenizer
+        text = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                    vocab_size=32000, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+        net = tf.SiglipModel(tf.SiglipConfig(vision_config=vision, text_config=text))
+        net.save_pretrained(str(path))
+        save_tokenizer(path)
+    else:                 # so400m-class vision tower only (its text tower would double the memory)
+        net = tf.SiglipVisionModel(tf.SiglipVisionConfig(**vision))
+        net.save_pretrained(str(path))
+    del net
+    return path
+
+
+def build_preset(preset: str, root: Path) -> SFRewardModel:
+    """The model `sfr train --preset NAME [--set model.backbone_path=<fake folder>]` builds."""
+    from sfreward.model.presets import model_config_dict
+    ck = fake_checkpoint(root, preset)
+    overrides = {"backbone_path": str(ck)} if ck else {}
+    torch.manual_seed(0)
+    return SFRewardModel(SFRewardConfig.from_dict(model_config_dict(preset, overrides))).eval()
+
+
+def _flops(m: SFRewardModel, src, edt, txt, masks) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc:
         m.predict(src, edt, txt, masks)
-    flops = fc.get_total_flops()
-    t = _time(lambda: m.predict(src, edt, txt, masks), reps, warmup=3, sync=sync)
-    return {"card": torch.cuda.get_device_name(0), "batch": b, "regions_per_image": k,
-            "img_s": b / t, "model_tflops_per_s": flops / t / 1e12, "matmul_tflops_per_s": peak / 1e12,
-            "fraction_of_matmul": flops / t / peak, "gflops_per_image": flops / b / 1e9,
+    return float(fc.get_total_flops())
+
+
+PAIRS_ON_CPU = {"tiny": 16, "demo": 16, "base": 2, "large": 1}
+
+
+def bench_presets(names: list[str], root: Path, k: int = 6) -> list[dict]:
+    rows = []
+    for name in names:
+        m = build_preset(name, root)
+        b = PAIRS_ON_CPU.get(name, 2)
+        src, edt, txt, masks = _inputs(b, k, m.config.image_size)
+        flops = _flops(m, src, edt, txt, masks)
+        t = _time(lambda: m.predict(src, edt, txt, masks), reps=1 if name in ("base", "large") else 3)
+        bc = m.config.backbone_config
+        rows.append({"preset": name, "image_size": m.config.image_size, "patch": bc["patch_size"],
+                     "grid": m.config.image_size // bc["patch_size"], "width": bc["hidden_size"],
+                     "layers": bc["num_hidden_layers"], "text": m.config.text_encoder, "pairs": b,
+                     "n_params": sum(p.numel() for p in m.parameters()), "pairs_s": b / t,
+                     "gflop_per_pair": flops / b / 1e9})
+        del m
+    return rows
+
+
+def bench_gpu(root: Path, b: int = 64, k: int = 8, reps: int = 10, dry_run: bool = False) -> dict | str:
+    """base preset, bf16, pairs/s and model FLOPs utilisation. dry_run: the same code on the
+    CPU with the tiny preset and a 256 x 256 matmul (checks the path; numbers meaningless)."""
+    if not dry_run and not torch.cuda.is_available():
+        return "skipped: CUDA is not available on this machine"
+    dev = torch.device("cpu" if dry_run else "cuda")
+    sync = (lambda: None) if dry_run else torch.cuda.synchronize
+    n = 256 if dry_run else 8192
+    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    mm = _time(lambda: a @ a, 3 if dry_run else 50, warmup=3, sync=sync)
+    peak = 2 * n ** 3 / mm
+    if dry_run:
+        b, reps = 2, 1
+    m = build_preset("tiny" if dry_run else "base", root).to(dev, torch.bfloat16)
+    src, edt, txt, masks = _inputs(b, k, m.config.image_size, dev, torch.bfloat16)
+    with torch.inference_mode():
+        flops = _flops(m, src, edt, txt, masks)
+        t = _time(lambda: m.predict(src, edt, txt, masks), reps, warmup=3, sync=sync)
+    return {"card": "cpu (dry run)" if dry_run else torch.cuda.get_device_name(0), "batch": b,
+            "regions_per_image": k, "image_size": m.config.image_size, "pairs_s": b / t,
+            "model_tflops_per_s": flops / t / 1e12, "matmul_tflops_per_s": peak / 1e12,
+            "mfu": flops / t / peak, "gflop_per_pair": flops / b / 1e9,
             "n_params": sum(p.numel() for p in m.parameters())}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="the GPU benchmark only (base preset, bf16)")
+    ap.add_argument("--gpu-dry-run", action="store_true", help="run the GPU code path on the CPU (tiny); no output file")
+    ap.add_argument("--presets", default="tiny,demo,base,large", help="presets for the CPU per-preset table ('' = none)")
+    ap.add_argument("--work", default="", help="folder for the fake checkpoints (default: a temporary one)")
     ap.add_argument("--skip-learning", action="store_true")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1,
@@ -142,22 +218,28 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sfreward.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    root = Path(args.work or tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    if args.gpu_dry_run:
+        print(bench_gpu(root, dry_run=True))
+        return 0
     cmd = "python benchmarks/bench_sfreward.py " + " ".join(sys.argv[1:])
     lines = [f"# SFReward benchmarks", "", f"- command: `{cmd.strip()}`",
              f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
              f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads "
              f"(2-core CPU shared with other jobs), torch {torch.__version__}", ""]
     if args.gpu:
-        g = bench_gpu()
-        lines += ["## GPU: SigLIP-base-sized backbone, 384 px, bf16", ""]
+        g = bench_gpu(root)
+        lines += ["## GPU: base preset (SigLIP-base class with its text tower), 384 px, bf16", ""]
         if isinstance(g, str):
             lines += [g, ""]
         else:
-            lines += [f"- card: {g['card']}", f"- batch {g['batch']} images x {g['regions_per_image']} regions, "
-                      f"{g['n_params'] / 1e6:.1f} M params, {g['gflops_per_image']:.1f} GFLOP/image",
-                      f"- **{g['img_s']:.0f} images/s** (all regions scored)",
+            lines += [f"- card: {g['card']}", f"- batch {g['batch']} pairs x {g['regions_per_image']} regions, "
+                      f"{g['n_params'] / 1e6:.1f} M params, {g['gflop_per_pair']:.1f} GFLOP/pair",
+                      f"- **{g['pairs_s']:.0f} pairs/s** (source + edited, all regions scored; target >= 1,000 on an H100)",
                       f"- model {g['model_tflops_per_s']:.1f} TFLOP/s vs measured bf16 matmul "
-                      f"{g['matmul_tflops_per_s']:.1f} TFLOP/s: **{100 * g['fraction_of_matmul']:.1f}%**", ""]
+                      f"{g['matmul_tflops_per_s']:.1f} TFLOP/s: **MFU {100 * g['mfu']:.1f}%**", ""]
         print("\n".join(lines))
     else:
         s = bench_scoring()
@@ -168,6 +250,24 @@ def main() -> int:
                   f"| one image per call | {s['per_image_img_s']:.1f} |",
                   f"| ratio batched / per-image | {s['speedup']:.2f}x |", ""]
         print("\n".join(lines[-9:]))
+        names = [n for n in args.presets.split(",") if n]
+        if names:
+            rows = bench_presets(names, root)
+            ref = rows[0]
+            lines += ["## CPU scoring per preset", "",
+                      f"One forward per batch of pairs (source + edited, 6 regions each), {torch.get_num_threads()} "
+                      "thread(s); base and large load fake local checkpoints of their architecture (random "
+                      "weights), so few pairs are timed (a FLOP-counting call, a warm-up call, then the timed call). "
+                      f"Ratio: pairs/s relative to `{ref['preset']}` in the same run.", "",
+                      "| preset | px | patch | tokens | width x layers | text | params (M) | GFLOP/pair | pairs timed | pairs/s | ratio |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                lines.append(f"| {r['preset']} | {r['image_size']} | {r['patch']} | {r['grid']}x{r['grid']} | "
+                             f"{r['width']} x {r['layers']} | {r['text']} | {r['n_params'] / 1e6:.1f} | "
+                             f"{r['gflop_per_pair']:.2f} | {r['pairs']} | {r['pairs_s']:.3g} | "
+                             f"{r['pairs_s'] / ref['pairs_s']:.3g}x |")
+            lines.append("")
+            print("\n".join(lines[-(len(rows) + 5):]))
         t = bench_train_step()
         lines += ["## CPU training step (same model, 8 images x 6 regions, NLL loss + AdamW)", "",
                   "| mode | ms/step |", "|---|---|", f"| batched | {t['batched_ms']:.0f} |",
@@ -194,7 +294,8 @@ def main() -> int:
     if args.gpu and out.exists():
         # keep the CPU results; append or replace the GPU section
         text = out.read_text().split("\n## GPU:")[0].rstrip()
-        out.write_text(text + "\n\n" + "\n".join(lines[lines.index("## GPU: SigLIP-base-sized backbone, 384 px, bf16"):]) + "\n")
+        out.write_text(text + "\n\n" + "\n".join(next(lines[i:] for i, x in enumerate(lines)
+                                                    if x.startswith("## GPU:"))) + "\n")
     else:
         out.write_text("\n".join(lines) + "\n")
     return 0

@@ -84,6 +84,8 @@ def register_model(ws: Workspace, model_dir: str | Path, dataset_id: str | None,
     card = _clean({
         "model_id": model_id, "weights_sha256": sha, "dataset_id": dataset_id,
         "parent_model_id": parent_model_id, "code_version": code_version(),
+        "preset": (train_config or {}).get("preset") or None,
+        "backbone_source": model_config.get("backbone_source"), "text_source": model_config.get("text_source"),
         "created_at": datetime.now(timezone.utc).isoformat(), "n_params": n_params,
         "metrics": metrics or {}, "train_config": train_config or {}, "model_config": model_config,
     })
@@ -116,12 +118,22 @@ def _card_markdown(card: dict) -> str:
              f"- backbone: {mc.get('backbone')} ({mc.get('backbone_config', {}).get('hidden_size')} wide, "
              f"{mc.get('backbone_config', {}).get('num_hidden_layers')} layers), {mc.get('image_size')} px, "
              f"{card['n_params']:,} parameters",
+             f"- preset: `{card.get('preset') or 'none'}`; text encoder: {mc.get('text_encoder', 'hash')}",
+             f"- pretrained backbone: {_source_line(card.get('backbone_source'))}",
+             f"- pretrained text encoder: {_source_line(card.get('text_source'))}",
              f"- weights sha256: `{card['weights_sha256']}`", "",
              "Scores are on the 0..25 scale (see docs/architecture.md, model interface).", "",
              "## Metrics at registration", ""]
     lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}"
               for k, v in sorted(card["metrics"].items())] or ["- none recorded"]
     return "\n".join(lines) + "\n"
+
+
+def _source_line(src: dict | None) -> str:
+    if not src:
+        return "none (random init)"
+    shas = ", ".join(f"{k} sha256 `{v}`" for k, v in sorted(src.get("weights_sha256", {}).items()))
+    return f"`{src.get('path')}` ({src.get('model_type')}; {shas})"
 
 
 def _set_alias(con, alias: str, model_id: str) -> None:

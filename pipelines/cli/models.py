@@ -10,6 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an SFReward model on a dataset version and register it")
     p.add_argument("--dataset", required=True, help="dataset id (<home>/datasets/<id>/hf)")
     p.add_argument("--config", help="YAML file with training config fields")
+    p.add_argument("--preset", help="model preset (tiny, demo, base, large); file and --set win over it")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training field (model.<field>=... for the model); repeatable")
     p.add_argument("--nproc", type=int, default=1, help="processes (torchrun DDP when > 1)")
@@ -49,7 +50,7 @@ def cmd_train(args) -> int:
     from sfreward.train import load_config
     from sfreward.train.api import subprocess_runner, train_and_register
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, preset=args.preset)
     except (ValueError, OSError) as e:
         raise CLIError(str(e)) from e
     if args.nproc < 1:

@@ -12,6 +12,7 @@ GROUP = "training"
 
 class TrainingRunConfig(dg.Config):
     dataset_id: str = ""              # empty: the most recent export under <home>/datasets
+    preset: str = ""                  # model preset (tiny, demo, base, large), as `sfr train --preset`
     config_file: str = ""             # YAML with TrainConfig fields
     overrides: list[str] = []         # key=value, as `sfr train --set`
     nproc: int = 1                    # > 1: torchrun DDP in the launched process
@@ -33,7 +34,8 @@ def sfreward_model(context: dg.AssetExecutionContext, config: TrainingRunConfig,
 
     ws = workspace.workspace()
     dataset_id = config.dataset_id or latest_dataset(ws)
-    cfg, parent = prepare_config(ws, dataset_id, load_config(config.config_file or None, list(config.overrides)))
+    cfg, parent = prepare_config(ws, dataset_id, load_config(config.config_file or None, list(config.overrides),
+                                                         preset=config.preset or None))
     existing = None if config.retrain else find_trained(ws, dataset_id, cfg)
     if existing is not None:  # a rerun reuses the model instead of training it again
         registry.set_alias(ws, "candidate", existing)

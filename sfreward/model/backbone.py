@@ -1,4 +1,5 @@
-"""Vision backbone (transformers SigLIP / CLIP / DINOv2 encoders) and the instruction encoder.
+"""Vision backbone (transformers SigLIP / CLIP / DINOv2 encoders) and the hashing
+instruction encoder (the transformers one is in text.py).
 
 The backbone is shared by the source and the edited image and returns the patch-token grid.
 The instruction encoder is a hashing bag-of-n-grams: no vocabulary file to ship or train, the
@@ -14,35 +15,38 @@ import zlib
 import torch
 import torch.nn as nn
 
-from sfreward.model.config import SFRewardConfig
+from sfreward.model.config import PIXEL_STATS, SFRewardConfig
 
 _WORD = re.compile(r"[a-z0-9]+")
 
 
 def _vision_classes(kind: str):
-    from transformers import (CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model,
-                              SiglipVisionConfig, SiglipVisionModel)
-    return {"siglip": (SiglipVisionConfig, SiglipVisionModel),
-            "clip": (CLIPVisionConfig, CLIPVisionModel),
-            "dinov2": (Dinov2Config, Dinov2Model)}[kind]
+    import transformers as tf
+    return {"siglip": (tf.SiglipVisionConfig, tf.SiglipVisionModel),
+            "clip": (tf.CLIPVisionConfig, tf.CLIPVisionModel),
+            "dinov2": (tf.Dinov2Config, tf.Dinov2Model),
+            "dinov2_reg": (tf.Dinov2WithRegistersConfig, tf.Dinov2WithRegistersModel)}[kind]
 
 
 class VisionBackbone(nn.Module):
-    """pixels [B, 3, S, S] in [0, 1] -> patch tokens [B, S/p, S/p, D] (CLS dropped)."""
+    """pixels [B, 3, S, S] in [0, 1] -> patch tokens [B, g, g, D], g = floor(S / p) (CLS and
+    register tokens dropped). `net` is a loaded pretrained vision model (else one is built
+    from cfg.backbone_config with random weights). Position embeddings are interpolated when
+    S differs from the size the network was built for."""
 
-    def __init__(self, cfg: SFRewardConfig):
+    LORA_TARGETS = {"siglip": ["q_proj", "k_proj", "v_proj", "out_proj"],
+                    "clip": ["q_proj", "k_proj", "v_proj", "out_proj"],
+                    "dinov2": ["query", "key", "value"], "dinov2_reg": ["query", "key", "value"]}
+
+    def __init__(self, cfg: SFRewardConfig, net: nn.Module | None = None):
         super().__init__()
-        config_cls, model_cls = _vision_classes(cfg.backbone)
-        if cfg.backbone_path:
-            try:
-                net = model_cls.from_pretrained(cfg.backbone_path, local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"backbone_path {cfg.backbone_path!r}: cannot load a "
-                                 f"{cfg.backbone} vision model from it ({e})") from e
-        else:
+        if net is None:
+            config_cls, model_cls = _vision_classes(cfg.backbone)
             kw = {k: v for k, v in cfg.backbone_config.items()
-                  if k not in ("model_type", "transformers_version", "architectures")}
-            kw["image_size"] = cfg.image_size
+                  if k not in ("model_type", "transformers_version", "architectures", "_name_or_path")}
+            # The network's own size (position embeddings) is backbone_config's when it has one
+            # (a rebuilt pretrained model); otherwise it is built for the training size.
+            kw.setdefault("image_size", cfg.image_size or 64)
             if cfg.backbone == "siglip":
                 kw.setdefault("vision_use_head", False)  # pooling head unused: we need patch tokens
             net = model_cls(config_cls(**kw))
@@ -50,26 +54,54 @@ class VisionBackbone(nn.Module):
         self.kind = cfg.backbone
         self.patch = int(net.config.patch_size)
         self.dim = int(net.config.hidden_size)
+        self.native_size = int(net.config.image_size)
+        if cfg.image_size is None:
+            cfg.image_size = self.native_size
+        if self.patch > cfg.image_size:
+            raise ValueError(f"image_size {cfg.image_size} is smaller than the backbone's patch "
+                             f"({self.patch} px): no token would fit; use image_size >= {self.patch}")
+        # DINOv2 always interpolates; SigLIP and CLIP only when told to.
+        self.interpolate = cfg.image_size != self.native_size and not self.kind.startswith("dinov2")
         # Remember the full config so the saved model rebuilds without the pretrained path.
         full = net.config.to_dict()
-        full.pop("transformers_version", None)
-        full.pop("architectures", None)
-        full.pop("model_type", None)
-        full.pop("_name_or_path", None)
+        for k in ("transformers_version", "architectures", "model_type", "_name_or_path", "dtype", "torch_dtype"):
+            full.pop(k, None)
         cfg.backbone_config = full
         cfg.backbone_path = None
+        mean, std = cfg.pixel_mean or PIXEL_STATS[cfg.backbone][0], cfg.pixel_std or PIXEL_STATS[cfg.backbone][1]
+        cfg.pixel_mean, cfg.pixel_std = [float(v) for v in mean], [float(v) for v in std]
         self.register_buffer("mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    def base(self) -> nn.Module:
+        """The transformers model (under a LoRA wrapper when there is one)."""
+        return self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
+
+    def add_lora(self, rank: int, alpha: float, dropout: float) -> None:
+        """Wrap the network with peft LoRA adapters on the attention projections; the
+        network's own weights are frozen (peft)."""
+        from peft import LoraConfig, get_peft_model
+        self.net = get_peft_model(self.net, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                                                       target_modules=self.LORA_TARGETS[self.kind]))
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the weights (plain transformers model again, same outputs)."""
+        if hasattr(self.net, "merge_and_unload"):
+            self.net = self.net.merge_and_unload()
+            for p in self.net.parameters():
+                p.requires_grad_(True)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         b, _, h, w = pixels.shape
         gh, gw = h // self.patch, w // self.patch
         x = (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
-        tokens = self.net(pixel_values=x).last_hidden_state
+        kw = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        tokens = self.net(pixel_values=x, **kw).last_hidden_state
         if self.kind == "clip":
             # CLIP's post_layernorm normally only sees the CLS token; applying it to every
             # token keeps its weights in use (DDP needs every parameter to get a gradient).
-            ln = getattr(self.net, "post_layernorm", None) or self.net.vision_model.post_layernorm
+            base = self.base()
+            ln = getattr(base, "post_layernorm", None) or base.vision_model.post_layernorm
             tokens = ln(tokens)
         tokens = tokens[:, tokens.shape[1] - gh * gw:]  # drop CLS / register tokens
         return tokens.reshape(b, gh, gw, self.dim)

@@ -20,7 +20,6 @@ interface contract (docs/architecture.md).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -28,8 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sfreward.model import pretrained
 from sfreward.model.backbone import HashingTextEncoder, VisionBackbone, freeze_unused
 from sfreward.model.config import SFRewardConfig
+from sfreward.model.pretrained import CheckpointError, sha256_file  # noqa: F401 (re-exported)
+from sfreward.model.text import TOKENIZER_DIR, TransformerTextEncoder
 
 SCALE = 25.0
 WEIGHTS_FILE = "model.safetensors"
@@ -40,14 +42,6 @@ LOGVAR_MIN, LOGVAR_MAX = -9.0, 2.0
 
 class ArtifactError(RuntimeError):
     """A model directory is missing files or its weights do not match the recorded sha256."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
@@ -92,15 +86,77 @@ def pixel_stats(sources: torch.Tensor, edits: torch.Tensor, g: int) -> torch.Ten
     return torch.cat([F.adaptive_avg_pool2d(diff.abs(), g), F.adaptive_avg_pool2d(diff, g), he, hs, he - hs], 1)
 
 
+def _load_pretrained(config: SFRewardConfig):
+    """Load the pretrained towers `config` names (backbone_path, text_path) and resolve the
+    config in place: backbone family, pixel stats, text encoder kind, lineage records.
+    Returns (vision net or None, text net or None, tokenizer folder or None)."""
+    vision = text = text_dir = None
+    if config.backbone_path:
+        ck = pretrained.inspect(config.backbone_path, "backbone")
+        config.backbone = ck.family
+        if config.text_encoder == "checkpoint" and not ck.full and not config.text_path:
+            raise CheckpointError(
+                f"pretrained folder {ck.path}: text_encoder='checkpoint' but this {ck.model_type} folder has "
+                "no text tower; use a SiglipModel/CLIPModel folder, model.text_path, or text_encoder=hash")
+        want_text = ck.full and not config.text_path and config.text_encoder in ("auto", "checkpoint")
+        if want_text and not ck.has_tokenizer():
+            raise CheckpointError(
+                f"pretrained folder {ck.path}: it has a text tower ({ck.model_type}) but no tokenizer "
+                f"(none of {', '.join(pretrained.TOKENIZER_NAMES)}); copy the checkpoint's tokenizer files "
+                "into it, or set model.text_encoder=hash to use the hashed bag of words")
+        stats = ck.pixel_stats()
+        if stats:
+            config.pixel_mean = config.pixel_mean or stats[0]
+            config.pixel_std = config.pixel_std or stats[1]
+        vision, text = pretrained.load_towers(ck, want_text)
+        config.backbone_source = ck.source()
+        if text is not None:
+            text_dir, config.text_source = ck.path, config.backbone_source
+    if config.text_path:
+        tk = pretrained.inspect(config.text_path, "text")
+        if tk.family is not None and not tk.full:
+            raise CheckpointError(f"pretrained folder {tk.path}: text_path names a vision-only model "
+                                  f"({tk.model_type}); give a text encoder or a SigLIP/CLIP folder")
+        if not tk.has_tokenizer():
+            raise CheckpointError(f"pretrained folder {tk.path}: no tokenizer files beside the text encoder "
+                                  f"(none of {', '.join(pretrained.TOKENIZER_NAMES)})")
+        text = pretrained.load_towers(tk, True)[1]
+        text_dir, config.text_source, config.text_path = tk.path, tk.source(), None
+    if text is not None:
+        config.text_encoder = "transformer"
+    elif config.text_encoder == "auto":
+        config.text_encoder = "hash"
+    elif config.text_encoder == "checkpoint":
+        raise CheckpointError("text_encoder='checkpoint' needs model.backbone_path (a SigLIP/CLIP folder "
+                              "with a text tower and its tokenizer)")
+    return vision, text, text_dir
+
+
+def region_coverage(masks: torch.Tensor, g: int, p: int) -> torch.Tensor:
+    """Fraction of each token's patch covered by each mask: [R, S, S] -> [R, g * g] (raster
+    order). Token (i, j) covers pixels [i*p, (i+1)*p) x [j*p, (j+1)*p); pixels beyond g * p
+    reach no token (the patch convolution drops them too)."""
+    span = g * p
+    return F.avg_pool2d(masks[:, None, :span, :span], p).flatten(1)
+
+
 class SFRewardModel(nn.Module):
-    def __init__(self, config: SFRewardConfig):
+    def __init__(self, config: SFRewardConfig, tokenizer_dir: str | Path | None = None):
+        """Build from `config` (resolved in place). `tokenizer_dir`: the tokenizer of a saved
+        model whose text encoder is a transformers one (from_pretrained passes it)."""
         super().__init__()
         self.config = config
-        self.backbone = VisionBackbone(config)  # fills config.backbone_config
+        vision, text, text_dir = _load_pretrained(config)
+        self.backbone = VisionBackbone(config, vision)  # fills config.backbone_config, image_size
         d, h = self.backbone.dim, config.hidden
         n_pix = 9 if config.pixel_diff else 0
         self.token_proj = nn.Sequential(nn.Linear(3 * d + n_pix, h), nn.GELU(), nn.LayerNorm(h))
-        self.text = HashingTextEncoder(config)
+        if config.text_encoder == "transformer":
+            if text_dir is None and tokenizer_dir is None:
+                raise ArtifactError("text_encoder='transformer' needs the tokenizer folder saved with the model")
+            self.text = TransformerTextEncoder(config, text_dir or tokenizer_dir, text)
+        else:
+            self.text = HashingTextEncoder(config)
         # region input: region pool, image mean, text, area fraction
         self.region_head = _mlp(3 * h + 1, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
         self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
@@ -124,12 +180,17 @@ class SFRewardModel(nn.Module):
         tok = self.backbone(torch.cat([sources, edits]))          # [2B, g, g, D]
         ts, te = tok[:b], tok[b:]
         feats = [te, ts, te - ts]
-        g = tok.shape[1]
+        g, p = tok.shape[1], self.backbone.patch
+        # Token (i, j) sees pixels [i*p, (i+1)*p) x [j*p, (j+1)*p): the last S - g*p rows and
+        # columns reach no token (384 px at patch 14: 27 tokens cover 378 px), so masks and
+        # pixel statistics are pooled over exactly the patches' footprint.
+        span = g * p
         if self.config.pixel_diff:
-            feats.append(pixel_stats(sources, edits, g).to(tok.dtype).permute(0, 2, 3, 1))  # [B, g, g, 9]
+            st = pixel_stats(sources[..., :span, :span], edits[..., :span, :span], g)
+            feats.append(st.to(tok.dtype).permute(0, 2, 3, 1))     # [B, g, g, 9]
         tokf = self.token_proj(torch.cat(feats, -1)).flatten(1, 2)  # [B, N, h]
 
-        cov = F.adaptive_avg_pool2d(region_masks.to(tokf.dtype)[:, None], g).flatten(1)  # [R, N]
+        cov = region_coverage(region_masks.to(tokf.dtype), g, p)                          # [R, N]
         area = cov.mean(1, keepdim=True)                                                  # [R, 1]
         w = cov / cov.sum(1, keepdim=True).clamp_min(1e-6)
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
@@ -230,6 +291,8 @@ class SFRewardModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.config.save(path / CONFIG_FILE)
+        if isinstance(self.text, TransformerTextEncoder):
+            self.text.save_tokenizer(path)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
         return path / WEIGHTS_FILE
@@ -255,7 +318,13 @@ class SFRewardModel(nn.Module):
             config = SFRewardConfig.load(path / CONFIG_FILE)
         except (ValueError, TypeError) as e:
             raise ArtifactError(f"model {path}: bad {CONFIG_FILE}: {e}") from e
-        model = cls(config)
+        if config.text_encoder == "transformer" and not (path / TOKENIZER_DIR).is_dir():
+            raise ArtifactError(f"model {path}: its text encoder needs the tokenizer folder "
+                                f"{path / TOKENIZER_DIR}, which is missing")
+        try:
+            model = cls(config, tokenizer_dir=path / TOKENIZER_DIR)
+        except (ValueError, TypeError, OSError) as e:
+            raise ArtifactError(f"model {path}: cannot rebuild the model from {CONFIG_FILE}: {e}") from e
         try:
             state = load_file(str(path / WEIGHTS_FILE))
             model.load_state_dict(state, strict=True)

@@ -2,6 +2,10 @@
 
 `model.<field>=value` sets a field of the model config (SFRewardConfig); values are parsed
 as YAML scalars (`lr=3e-4`, `amp=false`, `model.backbone_config={hidden_size: 128}`).
+
+`preset` names a model preset (sfreward.model.presets): its model fields sit under `model`
+overrides, and `load_config` starts from its training defaults, under the config file and
+the overrides (precedence: dataclass defaults < preset < file < `key=value`).
 """
 from __future__ import annotations
 
@@ -16,14 +20,25 @@ import yaml
 class TrainConfig:
     data_dir: str = ""            # dataset directory (<home>/datasets/<id>) or its hf/ folder
     out_dir: str = "runs/sfreward"
-    model: dict = field(default_factory=dict)   # SFRewardConfig overrides
+    preset: str = ""              # model preset name ('' = SFRewardConfig defaults)
+    model: dict = field(default_factory=dict)   # SFRewardConfig overrides (over the preset)
     init_from: str | None = None  # a model directory to fine-tune (lineage: parent model)
     seed: int = 0
     batch_size: int = 8           # images per process per micro-step
     grad_accum: int = 1           # micro-steps per optimizer step
     max_steps: int = 200          # optimizer steps
     lr: float = 1e-3
-    backbone_lr_scale: float = 1.0  # lr multiplier of the vision backbone (small for pretrained)
+    backbone_lr_scale: float = 1.0  # lr multiplier of the pretrained towers (vision backbone and
+                                    # transformers text encoder; small for pretrained weights)
+    layer_lr_decay: float = 1.0   # layer-wise lr decay: backbone layer l of L gets
+                                  # decay^(L + 1 - l) (embeddings l = 0, final norm L + 1)
+    freeze_backbone_steps: int = 0  # the pretrained towers stay unchanged for the first N steps
+    lora_rank: int = 0            # > 0: LoRA adapters (peft) on the backbone's attention
+                                  # projections; the backbone's own weights stay frozen, and
+                                  # the adapters are merged into them when the model is saved
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    grad_checkpointing: bool = False  # recompute backbone activations in backward (less memory)
     weight_decay: float = 0.01
     warmup_steps: int = 10
     grad_clip: float = 1.0
@@ -52,6 +67,19 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("freeze_backbone_steps", "lora_rank"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.preset:
+            from sfreward.model.presets import get_preset
+            get_preset(self.preset)  # unknown names fail here, naming the known ones
+
+    def model_config(self) -> dict:
+        """SFRewardConfig fields: the preset's, then `model` overrides."""
+        from sfreward.model.presets import model_config_dict
+        return model_config_dict(self.preset or None, self.model)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,14 +128,26 @@ def _coerce(key: str, value, default):
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """A TrainConfig from an optional YAML file, then `key=value` overrides."""
-    cfg = TrainConfig()
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                preset: str | None = None) -> TrainConfig:
+    """A TrainConfig from the preset's training defaults, an optional YAML file, then
+    `key=value` overrides. The preset is `preset`, else a `preset=` override, else the file's."""
+    raw: dict = {}
     if path:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"config file {path}: expected a mapping at top level")
+    name = preset
+    for item in overrides or []:
+        if item.startswith("preset="):
+            name = name or item.split("=", 1)[1]
+    name = name or raw.get("preset") or ""
+    cfg = TrainConfig(preset=name)
+    if name:
+        from sfreward.model.presets import get_preset
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **get_preset(name).train})
+    if raw:
         base = cfg.to_dict()
         cfg = TrainConfig.from_dict({**base, **{k: _coerce(k, v, base[k]) if k in base else v
-                                               for k, v in raw.items()}})
-    return apply_overrides(cfg, overrides or [])
+                                               for k, v in raw.items()}, "preset": name})
+    return apply_overrides(cfg, [o for o in overrides or [] if not o.startswith("preset=")])

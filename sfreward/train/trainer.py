@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,23 +89,56 @@ def batch_indices(n: int, step: int, micro: int, cfg: TrainConfig, rank: int, wo
     return perm[start:start + cfg.batch_size].tolist()
 
 
+PRETRAINED_PREFIXES = ("backbone.", "text.net.")   # the transformers towers
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
 def build_model(cfg: TrainConfig) -> SFRewardModel:
     if cfg.init_from:
         model = SFRewardModel.from_pretrained(cfg.init_from)
     else:
-        model = SFRewardModel(SFRewardConfig.from_dict(dict(cfg.model)))
+        model = SFRewardModel(SFRewardConfig.from_dict(cfg.model_config()))
+    if cfg.grad_checkpointing:
+        for net in (model.backbone.net, getattr(model.text, "net", None)):
+            if net is not None and getattr(net, "supports_gradient_checkpointing", False):
+                net.activation_checkpointing_enable({"use_reentrant": False})
+    if cfg.lora_rank:
+        model.backbone.add_lora(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
     model.freeze_unused_parameters()
     return model
 
 
+def is_pretrained(name: str) -> bool:
+    return name.startswith(PRETRAINED_PREFIXES)
+
+
+def layer_lr_scale(name: str, n_layers: int, decay: float) -> float:
+    """Layer-wise lr decay of a pretrained-tower parameter: decay^(L + 1 - l), with l = 0 for
+    embeddings, l = i + 1 for encoder layer i, l = L + 1 (scale 1) for the final norms."""
+    if decay == 1.0:
+        return 1.0
+    m = _LAYER.search(name)
+    if m:
+        layer = int(m.group(1)) + 1
+    elif "embeddings" in name:
+        layer = 0
+    else:
+        layer = n_layers + 1
+    return decay ** (n_layers + 1 - layer)
+
+
 def build_optimizer(model: SFRewardModel, cfg: TrainConfig):
-    groups: dict[tuple[bool, bool], list] = {}
+    n_layers = int(model.config.backbone_config.get("num_hidden_layers", 0))
+    if model.config.text_config:
+        n_layers = max(n_layers, int(model.config.text_config.get("num_hidden_layers", 0)))
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith("backbone."), p.ndim >= 2), []).append(p)
-    param_groups = [{"params": ps, "lr": cfg.lr * (cfg.backbone_lr_scale if bb else 1.0),
-                     "weight_decay": cfg.weight_decay if decay else 0.0}
-                    for (bb, decay), ps in sorted(groups.items())]
+            scale = (cfg.backbone_lr_scale * layer_lr_scale(name, n_layers, cfg.layer_lr_decay)
+                     if is_pretrained(name) else 1.0)
+            groups.setdefault((scale, p.ndim >= 2), []).append(p)
+    param_groups = [{"params": ps, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay if decay else 0.0}
+                    for (scale, decay), ps in sorted(groups.items())]
     opt = torch.optim.AdamW(param_groups, lr=cfg.lr)
 
     def schedule(step: int) -> float:  # linear warmup, cosine to 10%
@@ -202,13 +236,19 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
             with (contextlib.nullcontext() if sync else ddp.no_sync()):
                 loss, parts = compute_loss(ddp, batch, cfg, device, amp)
                 (loss / cfg.grad_accum).backward()
+        if step < cfg.freeze_backbone_steps:
+            # AdamW skips parameters without a gradient: no update, no weight decay, no moment
+            # change. (Dropping the gradients, not requires_grad, keeps DDP's buckets intact.)
+            for name, p in model.named_parameters():
+                if is_pretrained(name):
+                    p.grad = None
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        last = {"step": step, "lr": sched.get_last_lr()[0], **parts,
+        last = {"step": step, "lr": max(sched.get_last_lr()), **parts,  # the heads' lr (scale 1)
                 "step_time_s": (time.perf_counter() - t0) / max(1, step)}
         if rank == 0 and (step % cfg.log_every == 0 or step == end):
             log.info("step %d %s", step, json.dumps({k: round(v, 5) if isinstance(v, float) else v
@@ -236,6 +276,7 @@ def finish(model: SFRewardModel, cfg: TrainConfig, ds: RegionDataset, out_dir: P
     """Save the final model, its training config and (optionally) validation metrics."""
     from sfreward import evaluate
     model_dir = out_dir / "model"
+    model.backbone.merge_lora()  # a saved model is a plain backbone: no peft needed to serve it
     model.save_pretrained(model_dir)
     (model_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     metrics["n_train"] = len(ds)

@@ -11,11 +11,12 @@ from sfreward import registry
 FAST = ["max_steps=6", "batch_size=6", "num_threads=1", "eval_split=", "warmup_steps=1", "lr=2.0e-3"]
 
 
-def _materialize(ws, overrides):
+def _materialize(ws, overrides, preset=""):
     return dg.materialize(
         [training.sfreward_model, training.model_evaluation, training.production_model, training.promotion_gate],
         resources={"workspace": WorkspaceResource(home=str(ws.home))},
-        run_config={"ops": {"sfreward_model": {"config": {"dataset_id": "ds-test", "overrides": overrides}}}},
+        run_config={"ops": {"sfreward_model": {"config": {"dataset_id": "ds-test", "overrides": overrides,
+                                                                    "preset": preset}}}},
         raise_on_error=False)
 
 
@@ -29,10 +30,11 @@ def test_defs_load_in_the_code_location():
 
 def test_train_evaluate_promote_and_gate(sfreward_workspace):
     ws = sfreward_workspace
-    first = _materialize(ws, FAST)
+    first = _materialize(ws, FAST, preset="tiny")
     assert first.success
     mat = first.asset_materializations_for_node("sfreward_model")[0]
     mid = mat.metadata["model_id"].value
+    assert registry.get_model(ws, mid)["train_config"]["preset"] == "tiny"  # lineage
     # metrics came back from the trainer process through Pipes
     assert "nll" in mat.metadata["reported_by_trainer"].value and mat.metadata["step"].value == 6
     assert registry.resolve(ws, "production") == mid
