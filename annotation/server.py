@@ -13,6 +13,7 @@ are set in the environment (see `annotation.client.connection`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -27,6 +28,8 @@ from pathlib import Path
 import httpx
 
 from warehouse.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8089
@@ -187,10 +190,14 @@ def status(paths: ServerPaths) -> dict:
     out = {"data_dir": str(paths.data_dir), "media_root": str(paths.media_root),
            "running": False, "pid": None, "base_url": None, "healthy": False,
            "credentials": paths.credentials.exists()}
-    if info and _alive(info[0]):
+    if info and _alive(info[0]) and _is_server_for(info[0], paths.data_dir):
         pid, port = info
         base_url = f"http://{HOST}:{port}"
         out.update(running=True, pid=pid, base_url=base_url, healthy=healthy(base_url))
+    elif info:
+        what = ("is not this data dir's Label Studio (a copied workspace, or a reused pid); it is left alone"
+                if _alive(info[0]) else "is no longer running")
+        out["stale_pid_file"] = f"{paths.pid_file} names pid {info[0]}, which {what}"
     return out
 
 
@@ -207,6 +214,12 @@ def up(paths: ServerPaths, port: int | None = None,
             return {**status(paths), "started": False}
         raise ServerError(f"Label Studio (pid {st['pid']}) runs but {st['base_url']}/health does not "
                           f"answer; see {paths.log}, or `sfr labelstudio down` and up again")
+    info = _read_pid(paths)
+    if info and _ours(info[0], paths):
+        stop(paths)  # what is left of a crashed server of this data dir (its leader is gone)
+    elif info:
+        log.warning("%s", st["stale_pid_file"])
+        paths.pid_file.unlink(missing_ok=True)
     creds = ensure_credentials(paths)
     paths.media_root.mkdir(parents=True, exist_ok=True)
     if port is None:
@@ -260,37 +273,120 @@ def _log_tail(paths: ServerPaths, n: int = 20) -> str:
 
 
 def stop(paths: ServerPaths, timeout_s: float = 20.0) -> dict:
-    """Stop the server recorded in the pid file (its whole process group). Idempotent."""
+    """Stop the server recorded in the pid file (its whole process group). Idempotent.
+
+    Only a process group that is this data dir's Label Studio is signalled (see `_ours`).
+    Returns only once every process of the old group is gone and its port is free again
+    (bounded), so that `up` on the same port right after cannot find it still taken.
+    """
     info = _read_pid(paths)
     stopped = False
-    if info and _alive(info[0]):
+    if info and _ours(info[0], paths):
         pid = info[0]
         _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if _alive(pid):
+        # The whole group, not only the leader: a child (or a thread of a leader that already
+        # shows as a zombie) may still hold the listening socket.
+        if not _wait_gone(pid, None, timeout_s):
             _signal_group(pid, signal.SIGKILL)
-            while _alive(pid) and time.monotonic() < deadline + 10:
-                _reap(pid)
-                time.sleep(0.1)
-        _reap(pid)
+        _wait_released(info)
         stopped = True
     paths.pid_file.unlink(missing_ok=True)
     return {**status(paths), "stopped": stopped}
 
 
 def kill(paths: ServerPaths) -> None:
-    """SIGKILL the server at once, leaving the pid file (simulates a crash; for tests)."""
+    """SIGKILL the server at once, leaving the pid file (simulates a crash; for tests).
+    Returns once the old process group is gone and its port is free (bounded)."""
     info = _read_pid(paths)
-    if info and _alive(info[0]):
+    if info and _ours(info[0], paths):
         _signal_group(info[0], signal.SIGKILL)
-        for _ in range(100):
-            _reap(info[0])
-            if not _alive(info[0]):
-                break
-            time.sleep(0.05)
+        _wait_released(info)
+
+
+# Bound on waiting for a stopped server's processes to vanish and its port to be released.
+RELEASE_TIMEOUT_S = 60.0
+
+
+def _wait_released(info: tuple[int, int], timeout_s: float = RELEASE_TIMEOUT_S) -> None:
+    pid, port = info
+    if _wait_gone(pid, None, timeout_s / 2):
+        if _wait_gone(pid, port, timeout_s / 2):
+            return
+        raise ServerError(f"Label Studio (pid {pid}) is gone but port {port} on {HOST} is still in use "
+                          f"after {timeout_s:.0f} s; another program holds it")
+    _signal_group(pid, signal.SIGKILL)
+    if not _wait_gone(pid, port, timeout_s / 2):
+        left = _group_members(pid)
+        raise ServerError(f"Label Studio's process group {pid} did not exit after SIGKILL (left: {left}); "
+                          f"port {port} may still be in use. Check `ps -g {pid}`")
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of processes in process group `pgid` that still hold resources (a zombie whose
+    threads have all exited holds none; a zombie leader with live threads still does)."""
+    out = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [pgid] if _alive(pgid) else []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            if fields[0] == "Z" and len(os.listdir(f"/proc/{name}/task")) <= 1:
+                continue
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+        out.append(int(name))
+    return out
+
+
+def _wait_gone(pgid: int, port: int | None, timeout_s: float) -> bool:
+    """Wait until no process of group `pgid` is left (reaping our own child) and, if `port` is
+    given, that port is free. True when both hold within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _reap(pgid)
+        if not _group_members(pgid) and (port is None or _port_is_free(port)):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _ours(pgid: int, paths: ServerPaths) -> bool:
+    """Whether process group `pgid` holds a `label-studio start --data-dir <this data dir>`
+    process. A pid file copied with the workspace, or left from before a reboot, may name
+    another workspace's server or an unrelated program: neither is adopted or signalled."""
+    return any(_is_server_for(m, paths.data_dir) for m in _group_members(pgid))
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [a.decode(errors="surrogateescape") for a in raw.split(b"\0") if a]
+
+
+def _is_server_for(pid: int, data_dir: Path) -> bool:
+    argv = _cmdline(pid)
+    starts = [i for i, a in enumerate(argv[:-1]) if os.path.basename(a) == "label-studio" and argv[i + 1] == "start"]
+    if not starts:
+        return False
+    rest = argv[starts[0] + 2:]
+    given = None
+    for i, a in enumerate(rest):
+        if a == "--data-dir" and i + 1 < len(rest):
+            given = rest[i + 1]
+        elif a.startswith("--data-dir="):
+            given = a.split("=", 1)[1]
+    return given is not None and os.path.realpath(given) == os.path.realpath(data_dir)
 
 
 def _signal_group(pid: int, sig: int) -> None:
