@@ -19,6 +19,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -85,6 +86,37 @@ def _port_is_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def make_private(paths: ServerPaths) -> None:
+    """Make the data dir the owner's alone: 0700 folders, 0600 files. It holds the admin's API
+    token in plaintext (sqlite `authtoken_token`), Django's SECRET_KEY (`.env`), the admin
+    password (credentials.json) and every annotation."""
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(paths.data_dir, 0o700)
+    for root, dirs, files in os.walk(paths.data_dir):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o700 if os.path.isdir(p) else 0o600)
+
+
+def permission_problems(paths: ServerPaths, limit: int = 20) -> list[str]:
+    """The data dir's entries that group or others may access (at most `limit`, then a count)."""
+    if not paths.data_dir.exists():
+        return []
+    bad = []
+    entries = [str(paths.data_dir)] + [os.path.join(r, n) for r, ds, fs in os.walk(paths.data_dir) for n in ds + fs]
+    for p in entries:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+            bad.append(f"{p} is mode {stat.S_IMODE(st.st_mode):04o}, open to group/others")
+    if len(bad) > limit:
+        bad = bad[:limit] + [f"... and {len(bad) - limit} more"]
+    return bad
 
 
 def load_credentials(paths: ServerPaths) -> dict | None:
@@ -162,6 +194,9 @@ def server_env(paths: ServerPaths, creds: dict) -> dict[str, str]:
         "LABEL_STUDIO_USER_TOKEN": creds["api_key"],
         # Legacy (non-JWT) tokens must be enabled when the organisation is created (first start).
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        # Annotators join by the organisation's invite link only (`sfr labelstudio invite`):
+        # otherwise anyone who reaches the server can sign up and edit every annotation.
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(paths.media_root),
         "LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
@@ -189,7 +224,7 @@ def status(paths: ServerPaths) -> dict:
     info = _read_pid(paths)
     out = {"data_dir": str(paths.data_dir), "media_root": str(paths.media_root),
            "running": False, "pid": None, "base_url": None, "healthy": False,
-           "credentials": paths.credentials.exists()}
+           "credentials": paths.credentials.exists(), "permission_problems": permission_problems(paths)}
     if info and _alive(info[0]) and _is_server_for(info[0], paths.data_dir):
         pid, port = info
         base_url = f"http://{HOST}:{port}"
@@ -208,6 +243,7 @@ def up(paths: ServerPaths, port: int | None = None,
     Returns status() plus `started` (bool). Raises ServerError with the log's tail (which holds
     no secrets) if the process exits or does not answer in `timeout_s` seconds.
     """
+    make_private(paths)  # also fixes data dirs made before this was enforced
     st = status(paths)
     if st["running"]:
         if st["healthy"] or _wait_healthy(st["base_url"], st["pid"], timeout_s):
@@ -229,14 +265,17 @@ def up(paths: ServerPaths, port: int | None = None,
         raise ServerError(f"port {port} on {HOST} is already in use; pick another with --port")
     cmd = _label_studio_exe() + ["start", "--no-browser", "--internal-host", HOST,
                                  "--port", str(port), "--data-dir", str(paths.data_dir)]
-    log = open(paths.log, "ab")
+    logf = os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     try:
-        proc = subprocess.Popen(cmd, env=server_env(paths, creds), stdout=log,
+        proc = subprocess.Popen(cmd, env=server_env(paths, creds), stdout=logf,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(paths.data_dir))
+                                start_new_session=True, cwd=str(paths.data_dir),
+                                umask=0o077)  # whatever it creates (database, uploads, exports) is the owner's
     finally:
-        log.close()
-    paths.pid_file.write_text(json.dumps({"pid": proc.pid, "port": port}))
+        logf.close()
+    fd = os.open(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": proc.pid, "port": port}))
     base_url = f"http://{HOST}:{port}"
     if not _wait_healthy(base_url, proc.pid, timeout_s, proc=proc):
         tail = _log_tail(paths)
