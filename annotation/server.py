@@ -28,11 +28,12 @@ from pathlib import Path
 
 import httpx
 
+from annotation import processes
+from annotation.processes import HOST
 from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 DEFAULT_PORT = 8089
 ADMIN_EMAIL = "admin@sfreward.local"
 CREDENTIALS = "credentials.json"
@@ -75,17 +76,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like the server itself: sockets in TIME_WAIT from a killed server do not block the port.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-            return True
-        except OSError:
-            return False
 
 
 def make_private(paths: ServerPaths) -> None:
@@ -162,21 +152,6 @@ def _read_pid(paths: ServerPaths) -> tuple[int, int] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of this process counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def healthy(base_url: str, timeout_s: float = 2.0) -> bool:
     try:
         r = httpx.get(f"{base_url}/health", timeout=timeout_s)
@@ -225,13 +200,13 @@ def status(paths: ServerPaths) -> dict:
     out = {"data_dir": str(paths.data_dir), "media_root": str(paths.media_root),
            "running": False, "pid": None, "base_url": None, "healthy": False,
            "credentials": paths.credentials.exists(), "permission_problems": permission_problems(paths)}
-    if info and _alive(info[0]) and _is_server_for(info[0], paths.data_dir):
+    if info and processes.alive(info[0]) and processes.is_server_for(info[0], paths.data_dir):
         pid, port = info
         base_url = f"http://{HOST}:{port}"
         out.update(running=True, pid=pid, base_url=base_url, healthy=healthy(base_url))
     elif info:
         what = ("is not this data dir's Label Studio (a copied workspace, or a reused pid); it is left alone"
-                if _alive(info[0]) else "is no longer running")
+                if processes.alive(info[0]) else "is no longer running")
         out["stale_pid_file"] = f"{paths.pid_file} names pid {info[0]}, which {what}"
     return out
 
@@ -259,8 +234,8 @@ def up(paths: ServerPaths, port: int | None = None,
     creds = ensure_credentials(paths)
     paths.media_root.mkdir(parents=True, exist_ok=True)
     if port is None:
-        port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
-    elif not _port_is_free(port):
+        port = DEFAULT_PORT if processes.port_is_free(DEFAULT_PORT) else free_port()
+    elif not processes.port_is_free(port):
         # label-studio would silently move to another port; refuse instead.
         raise ServerError(f"port {port} on {HOST} is already in use; pick another with --port")
     cmd = _label_studio_exe() + ["start", "--no-browser", "--internal-host", HOST,
@@ -290,7 +265,7 @@ def _wait_healthy(base_url: str, pid: int, timeout_s: float, proc: subprocess.Po
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
-        if proc is None and not _alive(pid):
+        if proc is None and not processes.alive(pid):
             return False
         if healthy(base_url):
             return True
@@ -322,11 +297,11 @@ def stop(paths: ServerPaths, timeout_s: float = 20.0) -> dict:
     stopped = False
     if info and _ours(info[0], paths):
         pid = info[0]
-        _signal_group(pid, signal.SIGTERM)
+        processes.signal_group(pid, signal.SIGTERM)
         # The whole group, not only the leader: a child (or a thread of a leader that already
         # shows as a zombie) may still hold the listening socket.
-        if not _wait_gone(pid, None, timeout_s):
-            _signal_group(pid, signal.SIGKILL)
+        if not processes.wait_gone(pid, None, timeout_s):
+            processes.signal_group(pid, signal.SIGKILL)
         _wait_released(info)
         stopped = True
     paths.pid_file.unlink(missing_ok=True)
@@ -338,7 +313,7 @@ def kill(paths: ServerPaths) -> None:
     Returns once the old process group is gone and its port is free (bounded)."""
     info = _read_pid(paths)
     if info and _ours(info[0], paths):
-        _signal_group(info[0], signal.SIGKILL)
+        processes.signal_group(info[0], signal.SIGKILL)
         _wait_released(info)
 
 
@@ -348,101 +323,23 @@ RELEASE_TIMEOUT_S = 60.0
 
 def _wait_released(info: tuple[int, int], timeout_s: float = RELEASE_TIMEOUT_S) -> None:
     pid, port = info
-    if _wait_gone(pid, None, timeout_s / 2):
-        if _wait_gone(pid, port, timeout_s / 2):
+    if processes.wait_gone(pid, None, timeout_s / 2):
+        if processes.wait_gone(pid, port, timeout_s / 2):
             return
         raise ServerError(f"Label Studio (pid {pid}) is gone but port {port} on {HOST} is still in use "
                           f"after {timeout_s:.0f} s; another program holds it")
-    _signal_group(pid, signal.SIGKILL)
-    if not _wait_gone(pid, port, timeout_s / 2):
-        left = _group_members(pid)
+    processes.signal_group(pid, signal.SIGKILL)
+    if not processes.wait_gone(pid, port, timeout_s / 2):
+        left = processes.group_members(pid)
         raise ServerError(f"Label Studio's process group {pid} did not exit after SIGKILL (left: {left}); "
                           f"port {port} may still be in use. Check `ps -g {pid}`")
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Pids of processes in process group `pgid` that still hold resources (a zombie whose
-    threads have all exited holds none; a zombie leader with live threads still does)."""
-    out = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return [pgid] if _alive(pgid) else []
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(") ", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            if fields[0] == "Z" and len(os.listdir(f"/proc/{name}/task")) <= 1:
-                continue
-        except (OSError, IndexError, ValueError):
-            continue  # exited while we looked
-        out.append(int(name))
-    return out
-
-
-def _wait_gone(pgid: int, port: int | None, timeout_s: float) -> bool:
-    """Wait until no process of group `pgid` is left (reaping our own child) and, if `port` is
-    given, that port is free. True when both hold within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        _reap(pgid)
-        if not _group_members(pgid) and (port is None or _port_is_free(port)):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
 
 
 def _ours(pgid: int, paths: ServerPaths) -> bool:
     """Whether process group `pgid` holds a `label-studio start --data-dir <this data dir>`
     process. A pid file copied with the workspace, or left from before a reboot, may name
     another workspace's server or an unrelated program: neither is adopted or signalled."""
-    return any(_is_server_for(m, paths.data_dir) for m in _group_members(pgid))
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return []
-    return [a.decode(errors="surrogateescape") for a in raw.split(b"\0") if a]
-
-
-def _is_server_for(pid: int, data_dir: Path) -> bool:
-    argv = _cmdline(pid)
-    starts = [i for i, a in enumerate(argv[:-1]) if os.path.basename(a) == "label-studio" and argv[i + 1] == "start"]
-    if not starts:
-        return False
-    rest = argv[starts[0] + 2:]
-    given = None
-    for i, a in enumerate(rest):
-        if a == "--data-dir" and i + 1 < len(rest):
-            given = rest[i + 1]
-        elif a.startswith("--data-dir="):
-            given = a.split("=", 1)[1]
-    return given is not None and os.path.realpath(given) == os.path.realpath(data_dir)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)  # started with start_new_session: pgid == pid
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    return any(processes.is_server_for(m, paths.data_dir) for m in processes.group_members(pgid))
 
 
 # -- workspace-level API --------------------------------------------------------------------

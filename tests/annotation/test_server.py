@@ -13,7 +13,7 @@ import stat
 import httpx
 import pytest
 
-from annotation import server
+from annotation import processes, server
 from annotation.client import connection
 from pipelines.cli import main as sfr
 
@@ -207,6 +207,6 @@ def test_down_stops_by_pid(labelstudio, capsys):
     out = _cli(capsys, labelstudio.workspace.home, "labelstudio", "down")
     assert out["stopped"] and not out["running"]
     assert not labelstudio.paths.pid_file.exists()
-    assert not server._alive(pid)  # gone (or a reaped/zombie child of this process)
+    assert not processes.alive(pid)  # gone (or a reaped/zombie child of this process)
     assert not server.healthy(labelstudio.base_url)
     assert _cli(capsys, labelstudio.workspace.home, "labelstudio", "down")["stopped"] is False

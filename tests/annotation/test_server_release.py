@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation import server
+from annotation import processes, server
 
 HOLD_S = 3.0
 
@@ -69,19 +69,19 @@ def standin(tmp_path):
 
 def test_stop_waits_for_the_whole_group_and_the_port(standin):
     paths, port, proc = standin
-    assert not server._port_is_free(port)
+    assert not processes.port_is_free(port)
     out = server.stop(paths)
     assert out["stopped"] and not out["running"]
     # Returned only after the child (which outlived the leader by HOLD_S) let go of the port.
-    assert server._group_members(proc.pid) == []
-    assert server._port_is_free(port)
+    assert processes.group_members(proc.pid) == []
+    assert processes.port_is_free(port)
     assert not paths.pid_file.exists()
 
 
 def test_stop_kills_a_group_that_ignores_sigterm_past_the_timeout(standin):
     paths, port, proc = standin
     server.stop(paths, timeout_s=0.5)  # shorter than HOLD_S: escalates to SIGKILL
-    assert server._group_members(proc.pid) == [] and server._port_is_free(port)
+    assert processes.group_members(proc.pid) == [] and processes.port_is_free(port)
 
 
 def test_up_after_a_crash_clears_the_leftovers_first(standin):
@@ -90,17 +90,17 @@ def test_up_after_a_crash_clears_the_leftovers_first(standin):
     paths, port, proc = standin
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not server._port_is_free(port)
+    assert not processes.port_is_free(port)
     st = server.status(paths)
     assert not st["running"] and "no longer running" in st["stale_pid_file"]
     server.stop(paths)  # what `up` does first; `up` itself would then start label-studio
-    assert server._port_is_free(port) and server._group_members(proc.pid) == []
+    assert processes.port_is_free(port) and processes.group_members(proc.pid) == []
 
 
 def test_kill_returns_once_the_port_is_free(standin):
     paths, port, proc = standin
     server.kill(paths)
-    assert server._group_members(proc.pid) == [] and server._port_is_free(port)
+    assert processes.group_members(proc.pid) == [] and processes.port_is_free(port)
     assert paths.pid_file.exists()  # a crash leaves the pid file behind
 
 
@@ -115,7 +115,7 @@ def test_a_foreign_group_is_never_signalled(tmp_path, standin):
     server.kill(other)
     out = server.stop(other)
     assert out["stopped"] is False and not other.pid_file.exists()
-    assert proc.poll() is None and not server._port_is_free(port)  # untouched
+    assert proc.poll() is None and not processes.port_is_free(port)  # untouched
 
 
 def test_an_unrelated_process_named_in_the_pid_file_is_left_alone(tmp_path):
@@ -133,7 +133,7 @@ def test_an_unrelated_process_named_in_the_pid_file_is_left_alone(tmp_path):
         assert not st["running"] and f"pid {sleeper.pid}" in st["stale_pid_file"]
         server.kill(paths)
         assert server.stop(paths)["stopped"] is False
-        assert sleeper.poll() is None and server._alive(sleeper.pid)
+        assert sleeper.poll() is None and processes.alive(sleeper.pid)
         assert not paths.pid_file.exists()
     finally:
         sleeper.kill()
