@@ -48,13 +48,17 @@ class WarehouseCorrupt(WarehouseError):
                          "or copy back a backup of the file")
 
 
-# DuckDB's words for a damaged file (an IOException or an InternalException while reading blocks).
-_CORRUPT_MARKERS = ("could not read enough bytes", "checksum", "corrupt", "not a valid duckdb database",
-                    "failed to read", "block header", "serialization error", "invalid block")
+# DuckDB's words for a damaged database file. A short read counts only when it names the
+# warehouse file itself (a bad parquet or CSV read through the same connection is not damage).
+_CORRUPT_MARKERS = ("corrupt database file", "does not match stored checksum", "not a valid duckdb database")
 
 
-def looks_corrupt(e: BaseException) -> bool:
-    return isinstance(e, duckdb.Error) and any(m in str(e).lower() for m in _CORRUPT_MARKERS)
+def looks_corrupt(e: BaseException, path: Path) -> bool:
+    if not isinstance(e, duckdb.Error):
+        return False
+    msg = str(e).lower()
+    return (any(m in msg for m in _CORRUPT_MARKERS)
+            or ("could not read enough bytes" in msg and path.name.lower() in msg))
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -158,7 +162,7 @@ class Warehouse(ReadAPI):
             try:
                 return duckdb.connect(str(self.path))
             except duckdb.Error as e:
-                if looks_corrupt(e):
+                if looks_corrupt(e, self.path):
                     raise WarehouseCorrupt(self.path, str(e)) from e
                 if not isinstance(e, duckdb.IOException) or "lock" not in str(e).lower() or attempt == 49:
                     raise WarehouseError(f"cannot open warehouse {self.path}: {e}") from e
@@ -176,7 +180,7 @@ class Warehouse(ReadAPI):
                     yield con
                 except BaseException as e:
                     con.execute("ROLLBACK")
-                    if looks_corrupt(e):
+                    if looks_corrupt(e, self.path):
                         raise WarehouseCorrupt(self.path, str(e)) from e
                     raise
                 con.execute("COMMIT")
@@ -191,7 +195,7 @@ class Warehouse(ReadAPI):
             try:
                 yield con
             except duckdb.Error as e:
-                if looks_corrupt(e):
+                if looks_corrupt(e, self.path):
                     raise WarehouseCorrupt(self.path, str(e)) from e
                 raise
             finally:
@@ -233,7 +237,7 @@ class Warehouse(ReadAPI):
                         raise WarehouseError(f"migration {version:03d}_{name} failed: {e}") from e
                     applied.append(version)
             except duckdb.Error as e:
-                if looks_corrupt(e):
+                if looks_corrupt(e, self.path):
                     raise WarehouseCorrupt(self.path, str(e)) from e
                 raise
             finally:
@@ -273,9 +277,13 @@ _FILE_HEADERS = 3 * 4096
 
 def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> dict:
     """The highest block the catalog and the tables point at lies inside the file. Reads only
-    metadata (storage info of each table, not its data). Free blocks at the end of the file
-    may legitimately be cut off by DuckDB, so the block count alone is not the measure."""
-    block_size = int(con.execute("PRAGMA database_size").fetchone()[2])
+    metadata: when the file holds all `total_blocks`, one pragma; otherwise (DuckDB may cut free
+    blocks off the end, or the file was truncated) the storage info of each table, not its data."""
+    row = con.execute("PRAGMA database_size").fetchone()
+    block_size, total_blocks = int(row[2]), int(row[3])
+    actual = path.stat().st_size if path.exists() else 0
+    if actual >= _FILE_HEADERS + block_size * total_blocks:
+        return {"ok": True, "bytes": actual, "highest_block": total_blocks - 1}  # the usual case: one pragma
     top = con.execute("SELECT max(block_id) FROM pragma_metadata_info()").fetchone()[0]
     top = -1 if top is None else int(top)
     tables = [r[0] for r in con.execute(
@@ -287,7 +295,6 @@ def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> dict:
         if row[0] is not None:
             top = max(top, int(row[0]))
     expected = _FILE_HEADERS + block_size * (top + 1) if top >= 0 else 0
-    actual = path.stat().st_size if path.exists() else 0
     if actual < expected:
         raise WarehouseCorrupt(path, f"the file is {actual} bytes but its data reaches block {top}, "
                                      f"{expected} bytes: truncated")
