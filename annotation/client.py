@@ -157,3 +157,12 @@ def updated_since_query(updated_after: str | None) -> dict:
 
 __all__ = ["Connection", "LSHttp", "LabelStudioError", "ServerError", "connection", "sdk_client",
            "updated_since_query"]
+
+
+def invite_link(conn: Connection, reset: bool = False) -> str:
+    """The organisation's invite link (the only way to sign up: the local server runs with
+    LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK). `reset` issues a new token, which invalidates
+    every link handed out before (do it when an annotator leaves or a link leaked)."""
+    with LSHttp(conn) as http:
+        out = http.post("/api/invite/reset-token", {}) if reset else http.get("/api/invite")
+    return conn.base_url.rstrip("/") + out["invite_url"]

@@ -13,11 +13,13 @@ are set in the environment (see `annotation.client.connection`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -26,9 +28,12 @@ from pathlib import Path
 
 import httpx
 
+from annotation import processes
+from annotation.processes import HOST
 from warehouse.workspace import Workspace
 
-HOST = "127.0.0.1"
+log = logging.getLogger(__name__)
+
 DEFAULT_PORT = 8089
 ADMIN_EMAIL = "admin@sfreward.local"
 CREDENTIALS = "credentials.json"
@@ -73,15 +78,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like the server itself: sockets in TIME_WAIT from a killed server do not block the port.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def make_private(paths: ServerPaths) -> None:
+    """Make the data dir the owner's alone: 0700 folders, 0600 files. It holds the admin's API
+    token in plaintext (sqlite `authtoken_token`), Django's SECRET_KEY (`.env`), the admin
+    password (credentials.json) and every annotation."""
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(paths.data_dir, 0o700)
+    for root, dirs, files in os.walk(paths.data_dir):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o700 if os.path.isdir(p) else 0o600)
+
+
+def permission_problems(paths: ServerPaths, limit: int = 20) -> list[str]:
+    """The data dir's entries that group or others may access (at most `limit`, then a count)."""
+    if not paths.data_dir.exists():
+        return []
+    bad = []
+    entries = [str(paths.data_dir)] + [os.path.join(r, n) for r, ds, fs in os.walk(paths.data_dir) for n in ds + fs]
+    for p in entries:
         try:
-            s.bind((HOST, port))
-            return True
+            st = os.lstat(p)
         except OSError:
-            return False
+            continue
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+            bad.append(f"{p} is mode {stat.S_IMODE(st.st_mode):04o}, open to group/others")
+    if len(bad) > limit:
+        bad = bad[:limit] + [f"... and {len(bad) - limit} more"]
+    return bad
 
 
 def load_credentials(paths: ServerPaths) -> dict | None:
@@ -127,21 +152,6 @@ def _read_pid(paths: ServerPaths) -> tuple[int, int] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of this process counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def healthy(base_url: str, timeout_s: float = 2.0) -> bool:
     try:
         r = httpx.get(f"{base_url}/health", timeout=timeout_s)
@@ -159,6 +169,9 @@ def server_env(paths: ServerPaths, creds: dict) -> dict[str, str]:
         "LABEL_STUDIO_USER_TOKEN": creds["api_key"],
         # Legacy (non-JWT) tokens must be enabled when the organisation is created (first start).
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        # Annotators join by the organisation's invite link only (`sfr labelstudio invite`):
+        # otherwise anyone who reaches the server can sign up and edit every annotation.
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(paths.media_root),
         "LATEST_VERSION_CHECK": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
@@ -186,11 +199,15 @@ def status(paths: ServerPaths) -> dict:
     info = _read_pid(paths)
     out = {"data_dir": str(paths.data_dir), "media_root": str(paths.media_root),
            "running": False, "pid": None, "base_url": None, "healthy": False,
-           "credentials": paths.credentials.exists()}
-    if info and _alive(info[0]):
+           "credentials": paths.credentials.exists(), "permission_problems": permission_problems(paths)}
+    if info and processes.alive(info[0]) and processes.is_server_for(info[0], paths.data_dir):
         pid, port = info
         base_url = f"http://{HOST}:{port}"
         out.update(running=True, pid=pid, base_url=base_url, healthy=healthy(base_url))
+    elif info:
+        what = ("is not this data dir's Label Studio (a copied workspace, or a reused pid); it is left alone"
+                if processes.alive(info[0]) else "is no longer running")
+        out["stale_pid_file"] = f"{paths.pid_file} names pid {info[0]}, which {what}"
     return out
 
 
@@ -201,29 +218,39 @@ def up(paths: ServerPaths, port: int | None = None,
     Returns status() plus `started` (bool). Raises ServerError with the log's tail (which holds
     no secrets) if the process exits or does not answer in `timeout_s` seconds.
     """
+    make_private(paths)  # also fixes data dirs made before this was enforced
     st = status(paths)
     if st["running"]:
         if st["healthy"] or _wait_healthy(st["base_url"], st["pid"], timeout_s):
             return {**status(paths), "started": False}
         raise ServerError(f"Label Studio (pid {st['pid']}) runs but {st['base_url']}/health does not "
                           f"answer; see {paths.log}, or `sfr labelstudio down` and up again")
+    info = _read_pid(paths)
+    if info and _ours(info[0], paths):
+        stop(paths)  # what is left of a crashed server of this data dir (its leader is gone)
+    elif info:
+        log.warning("%s", st["stale_pid_file"])
+        paths.pid_file.unlink(missing_ok=True)
     creds = ensure_credentials(paths)
     paths.media_root.mkdir(parents=True, exist_ok=True)
     if port is None:
-        port = DEFAULT_PORT if _port_is_free(DEFAULT_PORT) else free_port()
-    elif not _port_is_free(port):
+        port = DEFAULT_PORT if processes.port_is_free(DEFAULT_PORT) else free_port()
+    elif not processes.port_is_free(port):
         # label-studio would silently move to another port; refuse instead.
         raise ServerError(f"port {port} on {HOST} is already in use; pick another with --port")
     cmd = _label_studio_exe() + ["start", "--no-browser", "--internal-host", HOST,
                                  "--port", str(port), "--data-dir", str(paths.data_dir)]
-    log = open(paths.log, "ab")
+    logf = os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     try:
-        proc = subprocess.Popen(cmd, env=server_env(paths, creds), stdout=log,
+        proc = subprocess.Popen(cmd, env=server_env(paths, creds), stdout=logf,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(paths.data_dir))
+                                start_new_session=True, cwd=str(paths.data_dir),
+                                umask=0o077)  # whatever it creates (database, uploads, exports) is the owner's
     finally:
-        log.close()
-    paths.pid_file.write_text(json.dumps({"pid": proc.pid, "port": port}))
+        logf.close()
+    fd = os.open(paths.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps({"pid": proc.pid, "port": port}))
     base_url = f"http://{HOST}:{port}"
     if not _wait_healthy(base_url, proc.pid, timeout_s, proc=proc):
         tail = _log_tail(paths)
@@ -238,7 +265,7 @@ def _wait_healthy(base_url: str, pid: int, timeout_s: float, proc: subprocess.Po
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
-        if proc is None and not _alive(pid):
+        if proc is None and not processes.alive(pid):
             return False
         if healthy(base_url):
             return True
@@ -260,54 +287,59 @@ def _log_tail(paths: ServerPaths, n: int = 20) -> str:
 
 
 def stop(paths: ServerPaths, timeout_s: float = 20.0) -> dict:
-    """Stop the server recorded in the pid file (its whole process group). Idempotent."""
+    """Stop the server recorded in the pid file (its whole process group). Idempotent.
+
+    Only a process group that is this data dir's Label Studio is signalled (see `_ours`).
+    Returns only once every process of the old group is gone and its port is free again
+    (bounded), so that `up` on the same port right after cannot find it still taken.
+    """
     info = _read_pid(paths)
     stopped = False
-    if info and _alive(info[0]):
+    if info and _ours(info[0], paths):
         pid = info[0]
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if _alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            while _alive(pid) and time.monotonic() < deadline + 10:
-                _reap(pid)
-                time.sleep(0.1)
-        _reap(pid)
+        processes.signal_group(pid, signal.SIGTERM)
+        # The whole group, not only the leader: a child (or a thread of a leader that already
+        # shows as a zombie) may still hold the listening socket.
+        if not processes.wait_gone(pid, None, timeout_s):
+            processes.signal_group(pid, signal.SIGKILL)
+        _wait_released(info)
         stopped = True
     paths.pid_file.unlink(missing_ok=True)
     return {**status(paths), "stopped": stopped}
 
 
 def kill(paths: ServerPaths) -> None:
-    """SIGKILL the server at once, leaving the pid file (simulates a crash; for tests)."""
+    """SIGKILL the server at once, leaving the pid file (simulates a crash; for tests).
+    Returns once the old process group is gone and its port is free (bounded)."""
     info = _read_pid(paths)
-    if info and _alive(info[0]):
-        _signal_group(info[0], signal.SIGKILL)
-        for _ in range(100):
-            _reap(info[0])
-            if not _alive(info[0]):
-                break
-            time.sleep(0.05)
+    if info and _ours(info[0], paths):
+        processes.signal_group(info[0], signal.SIGKILL)
+        _wait_released(info)
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)  # started with start_new_session: pgid == pid
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+# Bound on waiting for a stopped server's processes to vanish and its port to be released.
+RELEASE_TIMEOUT_S = 60.0
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def _wait_released(info: tuple[int, int], timeout_s: float = RELEASE_TIMEOUT_S) -> None:
+    pid, port = info
+    if processes.wait_gone(pid, None, timeout_s / 2):
+        if processes.wait_gone(pid, port, timeout_s / 2):
+            return
+        raise ServerError(f"Label Studio (pid {pid}) is gone but port {port} on {HOST} is still in use "
+                          f"after {timeout_s:.0f} s; another program holds it")
+    processes.signal_group(pid, signal.SIGKILL)
+    if not processes.wait_gone(pid, port, timeout_s / 2):
+        left = processes.group_members(pid)
+        raise ServerError(f"Label Studio's process group {pid} did not exit after SIGKILL (left: {left}); "
+                          f"port {port} may still be in use. Check `ps -g {pid}`")
+
+
+def _ours(pgid: int, paths: ServerPaths) -> bool:
+    """Whether process group `pgid` holds a `label-studio start --data-dir <this data dir>`
+    process. A pid file copied with the workspace, or left from before a reboot, may name
+    another workspace's server or an unrelated program: neither is adopted or signalled."""
+    return any(processes.is_server_for(m, paths.data_dir) for m in processes.group_members(pgid))
 
 
 # -- workspace-level API --------------------------------------------------------------------

@@ -18,6 +18,12 @@ labels, empty masks, RLE of the wrong size, ratings for regions that do not exis
 with valid = false and the reason. One warehouse transaction per page of tasks; the cursor
 moves in the same transaction, so a crash repeats at most one page, harmlessly.
 
+Who last changed an annotation (Label Studio's `updated_by`) is recorded next to its author
+(`completed_by`). In Label Studio Community every member can edit anyone's annotation, so an
+annotation whose last editor is not its author is flagged (`edited_by_other`) and curation leaves
+it out. The one exception is the simulator's bots: their annotations are written by the
+platform's own API user on their behalf.
+
 Deleted tasks do not show up as updated: when the project has fewer tasks than the warehouse
 knows, the task ids are listed (narrowed fields) and annotations of vanished tasks are marked
 deleted.
@@ -65,6 +71,7 @@ class SyncSummary:
     unchanged: int = 0
     invalid: int = 0
     foreign_tasks: int = 0        # tasks without a sample_id (not made by push)
+    edited_by_other: int = 0      # annotations whose last editor is not their author (flagged)
     cursor: str | None = None
     full_task_check: bool = False
 
@@ -235,6 +242,8 @@ def sync_project(ws: Workspace, project_key: str, conn: Connection | None = None
         cur_row = con.execute("SELECT cursor FROM sync_state WHERE project_key = ?", [project_key]).fetchall()
         n_known = con.execute("SELECT count(*) FROM tasks WHERE project_key = ?", [project_key]).fetchone()[0]
         prefix = "ls:"
+        simulated = {r[0] for r in con.execute(
+            "SELECT annotator_id FROM annotators WHERE is_simulated").fetchall()}
         known_users = {int(r[0][len(prefix):].split("@", 1)[0]) for r in con.execute(
             "SELECT annotator_id FROM annotators WHERE annotator_id LIKE ?", [f"{prefix}%@{host}"]).fetchall()
             if r[0][len(prefix):].split("@", 1)[0].isdigit()}
@@ -247,6 +256,8 @@ def sync_project(ws: Workspace, project_key: str, conn: Connection | None = None
     summary = SyncSummary(project_key)
     with LSHttp(conn) as http:
         users: dict[int, str | None] = {}
+        # The platform's own API user: it writes the simulated annotators' annotations for them.
+        trust = _Editors(int(http.get("/api/current-user/whoami")["id"]), simulated)
         after = cursor.get("updated_at")
         # Tasks already synced at exactly this updated_at inside the overlap window: skipped
         # without fetching their annotations again.
@@ -280,7 +291,7 @@ def sync_project(ws: Workspace, project_key: str, conn: Connection | None = None
                 newest = chunk_newest if newest is None or _parse_ts(chunk_newest) > _parse_ts(newest) else newest
                 done.update((str(t["id"]), t["updated_at"]) for t in chunk)
                 # Saved with the data: only tasks already applied count as done after a crash.
-                _apply_page(wh, project_key, chunk, users, host, summary,
+                _apply_page(wh, project_key, chunk, users, host, summary, trust,
                             {"ls_project_id": pid, "updated_at": newest, "listed_at": listed_at,
                              "recent": _recent(done, newest, cfg.overlap_s)})
             summary.tasks_seen += len(fresh)
@@ -341,17 +352,18 @@ def _get_page(http: LSHttp, pid: int, start: str | None, page: int, page_size: i
 
 
 _CURRENT_SQL = (
-    "SELECT a.ls_annotation_id, a.version, a.task_key, a.is_deleted, a.was_cancelled, v.result "
+    "SELECT a.ls_annotation_id, a.version, a.task_key, a.is_deleted, a.was_cancelled, v.result, a.updated_by "
     "FROM annotations a JOIN annotation_versions v ON v.project_key = a.project_key "
     "AND v.ls_annotation_id = a.ls_annotation_id AND v.version = a.version "
     "WHERE a.project_key = ? AND a.task_key IN (SELECT unnest(?))")
 
 
 def _current(con, project_key: str, keys: list[str]) -> dict[int, tuple]:
-    """ls_annotation_id -> (version, task_key, is_deleted, was_cancelled, result JSON) of current rows."""
+    """ls_annotation_id -> (version, task_key, is_deleted, was_cancelled, result JSON, updated_by) of
+    current rows."""
     if not keys:
         return {}
-    return {int(r[0]): (int(r[1]), r[2], bool(r[3]), bool(r[4]), r[5])
+    return {int(r[0]): (int(r[1]), r[2], bool(r[3]), bool(r[4]), r[5], r[6])
             for r in con.execute(_CURRENT_SQL, [project_key, keys]).fetchall()}
 
 
@@ -369,8 +381,27 @@ def _attach_annotations(http: LSHttp, pid: int, tasks: list[dict], page_size: in
         t["annotations"] = full.get(int(t["id"]), [])
 
 
+@dataclass
+class _Editors:
+    api_user: int                 # Label Studio user id behind the sync's API key
+    simulated: set[str]           # annotator ids of simulated annotators
+
+    def edited_by_other(self, author: str | None, editor_id: Any, author_id: Any) -> bool:
+        """Whether the last editor differs from the author (unknown editor: not flagged)."""
+        if not isinstance(editor_id, int) or editor_id == author_id:
+            return False
+        return not (author in self.simulated and editor_id == self.api_user)
+
+
+def _user_id(v: Any) -> int | None:
+    """A user id from Label Studio's `completed_by` / `updated_by` (an id, or an expanded object)."""
+    if isinstance(v, dict):
+        v = v.get("id")
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
-                host: str, summary: SyncSummary, cursor: dict) -> None:
+                host: str, summary: SyncSummary, trust: _Editors, cursor: dict) -> None:
     """Compare, parse and write one page of changed tasks in ONE warehouse transaction (parsing
     only what changed keeps it short; one connection per page keeps small syncs fast)."""
     by_key: dict[str, dict] = {}
@@ -394,7 +425,9 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
                 live.add(ann_id)
                 result_text = _canon(a.get("result") or [])
                 cur = current.get(ann_id)
-                if cur and not cur[2] and cur[4] == result_text and cur[3] == bool(a.get("was_cancelled")):
+                editor = _annotator_id(_user_id(a.get("updated_by")), host)
+                if (cur and not cur[2] and cur[4] == result_text and cur[3] == bool(a.get("was_cancelled"))
+                        and (editor is None or cur[5] == editor)):
                     summary.unchanged += 1
                     continue
                 if w is None:
@@ -409,16 +442,19 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
         for ann_id, (key, a, pa, result_text) in parsed.items():
             cur = current.get(ann_id)
             version = cur[0] + 1 if cur else 1
-            annotator = _annotator_id(a.get("completed_by"), host)
+            author_id, editor_id = _user_id(a.get("completed_by")), _user_id(a.get("updated_by"))
+            annotator, editor = _annotator_id(author_id, host), _annotator_id(editor_id, host)
+            flagged = trust.edited_by_other(annotator, editor_id, author_id)
+            summary.edited_by_other += flagged
             if annotator:
-                annotators[annotator] = users.get(a["completed_by"])
+                annotators[annotator] = users.get(author_id)
             upd = _parse_ts(a["updated_at"]).replace(tzinfo=None) if a.get("updated_at") else None
             cancelled = bool(a.get("was_cancelled"))
             versions.append((ann_id, project_key, version, key, annotator, upd, cancelled, False,
-                             a.get("lead_time"), result_text))
+                             a.get("lead_time"), result_text, editor))
             currents.append((ann_id, project_key, key, key.split(":", 1)[1], annotator, version, upd, cancelled,
                              False, pa.valid, pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
-                             pa.ratings[C.ARTIFACTS]))
+                             pa.ratings[C.ARTIFACTS], editor, flagged))
             regions_rows += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
                               *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
                               not r.reasons, ", ".join(r.reasons) or None) for r in pa.regions]
@@ -438,10 +474,11 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
                     [(k, v, False) for k, v in annotators.items()], on_conflict="ON CONFLICT DO NOTHING")
         insert_rows(con, "annotation_versions", ["ls_annotation_id", "project_key", "version", "task_key",
                                                  "annotator_id", "updated_at", "was_cancelled", "is_deleted",
-                                                 "lead_time", "result"], versions)
+                                                 "lead_time", "result", "updated_by"], versions)
         insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
                                          "version", "updated_at", "was_cancelled", "is_deleted", "valid",
-                                         "invalid_reason", "overall", "naturalness", "artifacts"], currents)
+                                         "invalid_reason", "overall", "naturalness", "artifacts", "updated_by",
+                                         "edited_by_other"], currents)
         insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
                                                 "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",
                                                 "verdict", "valid", "invalid_reason"], regions_rows)
@@ -457,8 +494,8 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
 
 def _mark_deleted(con, project_key: str, ann_id: int, version: int, task_key: str) -> None:
     con.execute("INSERT INTO annotation_versions (ls_annotation_id, project_key, version, task_key, annotator_id, "
-                "updated_at, was_cancelled, is_deleted, lead_time, result) SELECT ls_annotation_id, project_key, ?, "
-                "task_key, annotator_id, updated_at, was_cancelled, true, NULL, NULL FROM annotations "
+                "updated_at, was_cancelled, is_deleted, lead_time, result, updated_by) SELECT ls_annotation_id, project_key, ?, "
+                "task_key, annotator_id, updated_at, was_cancelled, true, NULL, NULL, updated_by FROM annotations "
                 "WHERE project_key = ? AND ls_annotation_id = ?", [version, project_key, ann_id])
     con.execute("UPDATE annotations SET is_deleted = true, version = ? WHERE project_key = ? AND ls_annotation_id = ?",
                 [version, project_key, ann_id])

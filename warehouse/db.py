@@ -38,6 +38,29 @@ class WarehouseBusy(WarehouseError):
     pass
 
 
+class WarehouseCorrupt(WarehouseError):
+    """The DuckDB file is damaged (truncated, bad block checksum): one line saying what to do."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem.strip().splitlines()[0] if problem.strip() else "damaged"
+        super().__init__(f"the warehouse {path} is damaged ({self.problem}); nothing was changed. Restore the "
+                         "last snapshot with `sfr restore ROOT` (snapshots are made by `sfr snapshot ROOT`), "
+                         "or copy back a backup of the file")
+
+
+# DuckDB's words for a damaged database file. A short read counts only when it names the
+# warehouse file itself (a bad parquet or CSV read through the same connection is not damage).
+_CORRUPT_MARKERS = ("corrupt database file", "does not match stored checksum", "not a valid duckdb database")
+
+
+def looks_corrupt(e: BaseException, path: Path) -> bool:
+    if not isinstance(e, duckdb.Error):
+        return False
+    msg = str(e).lower()
+    return (any(m in msg for m in _CORRUPT_MARKERS)
+            or ("could not read enough bytes" in msg and path.name.lower() in msg))
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """All packaged migrations as (version, name, sql), in order."""
     out = []
@@ -138,8 +161,10 @@ class Warehouse(ReadAPI):
         for attempt in range(50):
             try:
                 return duckdb.connect(str(self.path))
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower() or attempt == 49:
+            except duckdb.Error as e:
+                if looks_corrupt(e, self.path):
+                    raise WarehouseCorrupt(self.path, str(e)) from e
+                if not isinstance(e, duckdb.IOException) or "lock" not in str(e).lower() or attempt == 49:
                     raise WarehouseError(f"cannot open warehouse {self.path}: {e}") from e
                 time.sleep(0.05)
         raise AssertionError("unreachable")
@@ -153,8 +178,10 @@ class Warehouse(ReadAPI):
                 con.execute("BEGIN TRANSACTION")
                 try:
                     yield con
-                except BaseException:
+                except BaseException as e:
                     con.execute("ROLLBACK")
+                    if looks_corrupt(e, self.path):
+                        raise WarehouseCorrupt(self.path, str(e)) from e
                     raise
                 con.execute("COMMIT")
             finally:
@@ -167,6 +194,10 @@ class Warehouse(ReadAPI):
             con = self._connect()
             try:
                 yield con
+            except duckdb.Error as e:
+                if looks_corrupt(e, self.path):
+                    raise WarehouseCorrupt(self.path, str(e)) from e
+                raise
             finally:
                 con.close()
 
@@ -181,6 +212,7 @@ class Warehouse(ReadAPI):
         with self._locked():
             con = self._connect()
             try:
+                _check_size(con, self.path)
                 con.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                     "name TEXT NOT NULL, applied_at TIMESTAMP DEFAULT current_timestamp)"
@@ -204,9 +236,69 @@ class Warehouse(ReadAPI):
                         con.execute("ROLLBACK")
                         raise WarehouseError(f"migration {version:03d}_{name} failed: {e}") from e
                     applied.append(version)
+            except duckdb.Error as e:
+                if looks_corrupt(e, self.path):
+                    raise WarehouseCorrupt(self.path, str(e)) from e
+                raise
             finally:
                 con.close()
         return applied
+
+    # -- integrity ---------------------------------------------------------------------
+    def quick_check(self) -> dict:
+        """Cheap (no table data read): the file is as long as its block count says. A truncated
+        file fails this; run on every open (migrate). Returns {"ok": True, "bytes", "blocks"}."""
+        with self.read() as con:
+            return _check_size(con, self.path)
+
+    def full_check(self) -> dict[str, str]:
+        """Read every column of every row of every table (block checksums are verified on read).
+        Returns {table: first line of the error} for the tables that fail; {} when all pass."""
+        failed: dict[str, str] = {}
+        with self._locked():
+            con = self._connect()
+            try:
+                tables = [r[0] for r in con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                    "AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
+                for t in tables:
+                    try:
+                        con.execute(f'SELECT sum(hash("{t}")) FROM "{t}"').fetchall()
+                    except duckdb.Error as e:
+                        failed[t] = str(e).strip().splitlines()[0]
+            finally:
+                con.close()
+        return failed
+
+
+# DuckDB's file: three 4 KiB headers, then blocks of `block_size` bytes.
+_FILE_HEADERS = 3 * 4096
+
+
+def _check_size(con: duckdb.DuckDBPyConnection, path: Path) -> dict:
+    """The highest block the catalog and the tables point at lies inside the file. Reads only
+    metadata: when the file holds all `total_blocks`, one pragma; otherwise (DuckDB may cut free
+    blocks off the end, or the file was truncated) the storage info of each table, not its data."""
+    row = con.execute("PRAGMA database_size").fetchone()
+    block_size, total_blocks = int(row[2]), int(row[3])
+    actual = path.stat().st_size if path.exists() else 0
+    if actual >= _FILE_HEADERS + block_size * total_blocks:
+        return {"ok": True, "bytes": actual, "highest_block": total_blocks - 1}  # the usual case: one pragma
+    top = con.execute("SELECT max(block_id) FROM pragma_metadata_info()").fetchone()[0]
+    top = -1 if top is None else int(top)
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_catalog = current_database() AND table_type = 'BASE TABLE'").fetchall()]
+    for t in tables:
+        row = con.execute("SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1))) "
+                          "FROM pragma_storage_info(?) WHERE persistent", [t]).fetchone()
+        if row[0] is not None:
+            top = max(top, int(row[0]))
+    expected = _FILE_HEADERS + block_size * (top + 1) if top >= 0 else 0
+    if actual < expected:
+        raise WarehouseCorrupt(path, f"the file is {actual} bytes but its data reaches block {top}, "
+                                     f"{expected} bytes: truncated")
+    return {"ok": True, "bytes": actual, "highest_block": top}
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:

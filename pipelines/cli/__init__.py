@@ -55,8 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from warehouse.db import WarehouseCorrupt
+
     try:
         rc = args.func(args)
+    except WarehouseCorrupt as e:  # any command that opens a damaged warehouse: what to do, no traceback
+        print(f"sfr {args.command}: error: {e}", file=sys.stderr)
+        return 4
     except CLIError as e:
         print(f"sfr {args.command}: error: {e}", file=sys.stderr)
         return 2

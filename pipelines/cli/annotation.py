@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="seconds to wait for /health (first start migrates a database: ~1 min)")
     up.set_defaults(func=cmd_up)
     lsub.add_parser("down", help="stop it (by its pid file)").set_defaults(func=cmd_down)
-    lsub.add_parser("status", help="status JSON (never the token)").set_defaults(func=cmd_status)
+    lsub.add_parser("status", help="status JSON (never the token); exit 1 if the data dir is open to "
+                                   "group/others or the pid file is stale").set_defaults(func=cmd_status)
+    inv = lsub.add_parser("invite", help="print the invite link annotators sign up with (signup "
+                                         "without it is disabled)")
+    inv.add_argument("--reset", action="store_true", help="issue a new link; every earlier link stops working")
+    inv.set_defaults(func=cmd_invite)
 
     an = sub.add_parser("annotate", help="push tasks to Label Studio and sync annotations back")
     asub = an.add_subparsers(dest="annotate_command", metavar="ACTION", required=True)
@@ -65,12 +70,38 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    print_json(server.down_workspace(Workspace.open(args.home)))
+    ws = Workspace.open(args.home)
+    stale = server.status_workspace(ws).get("stale_pid_file")
+    try:
+        out = server.down_workspace(ws)
+    except server.ServerError as e:
+        raise CLIError(str(e)) from None
+    if stale:
+        print(f"sfr labelstudio down: {stale}; removed the pid file, signalled nothing", file=sys.stderr)
+    print_json(out)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print_json(server.status_workspace(Workspace.open(args.home)))
+    st = server.status_workspace(Workspace.open(args.home))
+    print_json(st)
+    for problem in st["permission_problems"]:
+        print(f"sfr labelstudio status: {problem}; `sfr labelstudio up` makes the data dir private "
+              "(0700 folders, 0600 files)", file=sys.stderr)
+    if st.get("stale_pid_file"):
+        print(f"sfr labelstudio status: {st['stale_pid_file']}; `sfr labelstudio down` removes it",
+              file=sys.stderr)
+    return 1 if st["permission_problems"] or st.get("stale_pid_file") else 0
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    from annotation.client import invite_link
+
+    ws = Workspace.open(args.home)
+    try:
+        print(invite_link(connection(ws), reset=args.reset))
+    except LabelStudioError as e:
+        raise CLIError(str(e)) from None
     return 0
 
 

@@ -16,6 +16,12 @@ from warehouse.db import Warehouse
 CRASH = (LabelStudioError, httpx.HTTPError, OSError)
 
 
+@pytest.fixture(autouse=True)
+def healthy_server(labelstudio):
+    """Each case starts from a server that answers, whatever the case before left behind."""
+    labelstudio.ensure_healthy()
+
+
 @pytest.fixture(scope="module")
 def seeded(labelstudio, tmp_path_factory):
     return seed_warehouse(labelstudio.workspace, tmp_path_factory.mktemp("incoming"),

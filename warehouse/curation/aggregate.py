@@ -8,7 +8,9 @@ rating). Missing ratings (NULL) are not counted in that dimension. Every statist
 from exact integer sums so that it is bit-identical from run to run (dataset ids hash them).
 
 Which annotations count: the current version (`annotations`), not deleted, one per annotator
-and sample (the latest), not skipped (was_cancelled), valid; region ratings must be valid too.
+and sample (the latest), not skipped (was_cancelled), valid, and last changed by its own author
+(`edited_by_other` false: in Label Studio Community any member can edit anyone's annotation);
+region ratings must be valid too.
 Proposal regions aggregate by `region_id`; regions drawn by an annotator (region_id NULL) have
 no counterpart in other annotations and become their own region 'drawn:<project>:<id>:<key>'.
 """
@@ -25,7 +27,8 @@ from warehouse.workspace import Workspace
 def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] = (),
                     exclude_annotators: Iterable[str] = (), annotation_sources: Iterable[str] = ()) -> None:
     """Temp table `cur_ann`: one current annotation per (sample, annotator) with flags
-    `rated` (valid and not skipped) and `usable` (rated and the annotator not excluded).
+    `rated` (valid, not skipped, not edited by someone other than its author) and `usable` (rated
+    and the annotator not excluded).
     `annotation_sources` ('sync', 'imported'; empty = all) keeps only annotations of those sources."""
     keys = sorted(set(project_keys))
     con.execute("CREATE OR REPLACE TEMP TABLE excluded_annotators (annotator_id TEXT)")
@@ -46,8 +49,9 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
         SELECT a.project_key, a.ls_annotation_id, a.task_key, a.sample_id,
                coalesce(a.annotator_id, 'anon:' || a.project_key || ':' || a.ls_annotation_id) AS annotator,
                a.was_cancelled, a.valid, a.overall, a.naturalness, a.artifacts,
-               (a.valid AND NOT a.was_cancelled) AS rated,
-               (a.valid AND NOT a.was_cancelled
+               coalesce(a.edited_by_other, false) AS edited_by_other, a.updated_by,
+               (a.valid AND NOT a.was_cancelled AND NOT coalesce(a.edited_by_other, false)) AS rated,
+               (a.valid AND NOT a.was_cancelled AND NOT coalesce(a.edited_by_other, false)
                 AND coalesce(a.annotator_id, '') NOT IN (SELECT annotator_id FROM excluded_annotators)) AS usable
         FROM annotations a
         WHERE {where}

@@ -77,6 +77,10 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
         timings["aggregate"] = time.perf_counter() - t
         t = time.perf_counter()
         apply_sample_filters(con, config)
+        # Reported, not silently dropped: prepare_current already left them out of `rated`.
+        con.execute("INSERT INTO excl SELECT 'annotation', project_key || ':' || ls_annotation_id, "
+                    "'edited_by_other', 'last changed by ' || coalesce(updated_by, 'unknown') || "
+                    "', not by its author ' || annotator FROM cur_ann WHERE edited_by_other ORDER BY 2")
         for a in excluded_annotators:
             reason = next(x["flag_reason"] for x in report.annotators if x["annotator_id"] == a)
             con.execute("INSERT INTO excl VALUES ('annotator', ?, 'flagged_annotator', ?)", [a, reason])
