@@ -31,7 +31,8 @@ from urllib.parse import urlparse
 
 from annotation import config as C
 from annotation.push import insert_rows
-from annotation.sync import ParsedAnnotation, _annotator_id, _canon, _current, _edited_sizes, _parse_ts, parse_result
+from annotation.sync import (ParsedAnnotation, _annotator_id, _canon, _current, _edited_sizes, _parse_ts, _user_id,
+                             parse_result)
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -259,11 +260,17 @@ def _add(plan: dict, project_key: str, key: str, sid: str, a: dict, pa: ParsedAn
         plan["annotators"][annotator] = by.get("email") if isinstance(by, dict) else None
     upd = _parse_ts(a["updated_at"]).replace(tzinfo=None) if a.get("updated_at") else None
     cancelled = bool(a.get("was_cancelled"))
+    # Who last changed it, as sync records it; an annotation last changed by someone other than
+    # its author is flagged so that curation leaves it out (the exporting server's own API user
+    # is unknown here, so there is no exception for simulated annotators).
+    editor_id = _user_id(a.get("updated_by"))
+    editor = _annotator_id(editor_id, host)
+    flagged = isinstance(editor_id, int) and editor_id != _user_id(by)
     plan["versions"].append((ann_id, project_key, version, key, annotator, upd, cancelled, False,
-                             a.get("lead_time"), result_text))
+                             a.get("lead_time"), result_text, editor))
     plan["currents"].append((ann_id, project_key, key, sid, annotator, version, upd, cancelled, False, pa.valid,
                              pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
-                             pa.ratings[C.ARTIFACTS]))
+                             pa.ratings[C.ARTIFACTS], editor, flagged))
     plan["regions"] += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
                          *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
                          not r.reasons, ", ".join(r.reasons) or None) for r in pa.regions]
@@ -286,11 +293,11 @@ def _write(wh: Warehouse, project_key: str, digest: str, name: str, plan: dict, 
                     [(k, v, False) for k, v in plan["annotators"].items()], on_conflict="ON CONFLICT DO NOTHING")
         insert_rows(con, "annotation_versions", ["ls_annotation_id", "project_key", "version", "task_key",
                                                  "annotator_id", "updated_at", "was_cancelled", "is_deleted",
-                                                 "lead_time", "result"], plan["versions"])
+                                                 "lead_time", "result", "updated_by"], plan["versions"])
         insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
                                          "version", "updated_at", "was_cancelled", "is_deleted", "valid",
-                                         "invalid_reason", "overall", "naturalness", "artifacts", "source",
-                                         "import_sha256"],
+                                         "invalid_reason", "overall", "naturalness", "artifacts", "updated_by",
+                                         "edited_by_other", "source", "import_sha256"],
                     [c + ("imported", digest) for c in plan["currents"]])
         insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
                                                 "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",
