@@ -178,8 +178,11 @@ def _write_private_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def init(cluster: Cluster, port: int | None = None) -> None:
-    """Create the cluster (idempotent): OS user, folders, credentials, initdb, configuration."""
+def init(cluster: Cluster, port: int | None = None, durable: bool = True) -> None:
+    """Create the cluster (idempotent): OS user, folders, credentials, initdb, configuration.
+
+    `durable=False` (throwaway test clusters only) turns off fsync: a crash of the machine may
+    then corrupt the cluster, in exchange Label Studio's migrations commit without waiting for the disk."""
     if cluster.credentials_file.exists():
         return
     user = _os_user()
@@ -212,6 +215,8 @@ def init(cluster: Cluster, port: int | None = None) -> None:
             f"listen_addresses = '{HOST}'\nport = {int(creds['port'])}\n"
             f"unix_socket_directories = '{cluster.run_dir}'\npassword_encryption = 'scram-sha-256'\n"
             f"log_min_error_statement = panic\nmax_connections = 100\n")
+    if not durable:
+        conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
     with open(cluster.data / "postgresql.conf", "a") as f:
         f.write(conf)
     # written last: its presence marks a usable cluster
@@ -233,9 +238,9 @@ def status(cluster: Cluster) -> dict:
     return out
 
 
-def start(cluster: Cluster, timeout_s: float = 120.0) -> dict:
-    """Initialise if needed and start unless it runs; wait until it accepts connections."""
-    init(cluster)
+def start(cluster: Cluster, timeout_s: float = 120.0, durable: bool = True) -> dict:
+    """Initialise if needed (see `init`) and start unless it runs; wait until it accepts connections."""
+    init(cluster, durable=durable)
     st = status(cluster)
     if st["running"]:
         return {**st, "started": False}
