@@ -6,7 +6,6 @@ would create for a run validated as well. No cluster and no image are needed."""
 from __future__ import annotations
 
 import copy
-import importlib
 import re
 import uuid
 from pathlib import Path
@@ -88,6 +87,7 @@ def test_instance_configmap_is_the_k8s_instance_yaml():
 def test_instance_sections_load_in_the_classes_they_name(monkeypatch, tmp_path):
     from dagster._config import process_config, resolve_to_config_type
     from dagster._core.instance.config import dagster_instance_config
+    from dagster._serdes.config_class import class_from_code_pointer
 
     for k, v in PG_ENV.items():
         monkeypatch.setenv(k, v)
@@ -95,7 +95,7 @@ def test_instance_sections_load_in_the_classes_they_name(monkeypatch, tmp_path):
     cfg, _ = dagster_instance_config(str(tmp_path))  # the whole file against the instance schema
     loaded = {}
     for section in ("run_launcher", "run_coordinator", "compute_logs"):
-        klass = getattr(importlib.import_module(cfg[section]["module"]), cfg[section]["class"])
+        klass = class_from_code_pointer(cfg[section]["module"], cfg[section]["class"])  # as the instance does
         res = process_config(resolve_to_config_type(klass.config_type()), cfg[section].get("config", {}))
         assert res.success, (section, [e.message for e in res.errors])
         loaded[section] = klass.__name__
