@@ -171,3 +171,20 @@ def test_dockerfile_copies_what_exists_and_runs_unprivileged():
     uids = {d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"]
             for _, d in _resources() if d["kind"] == "Deployment"}
     assert uids == {10001}
+
+
+@pytest.mark.parametrize("name", ["dagster.local.yaml", "dagster.postgres.yaml", "dagster.k8s.yaml"])
+def test_every_instance_file_names_classes_that_import(name, monkeypatch, tmp_path):
+    """Dagster imports these classes only when it first needs them (a daemon start, a run launch):
+    a stale module path (`dagster.core.*` before 1.13) would pass every other check."""
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._serdes.config_class import class_from_code_pointer
+
+    for k, v in PG_ENV.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / name).read_text())
+    cfg, _ = dagster_instance_config(str(tmp_path))
+    sections = [s for s in cfg.values() if isinstance(s, dict) and "module" in s and "class" in s]
+    assert sections or name == "dagster.local.yaml"
+    for s in sections:
+        class_from_code_pointer(s["module"], s["class"])
