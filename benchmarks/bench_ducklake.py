@@ -200,20 +200,17 @@ def child_lake(src: str, lake_dir: str) -> dict:
     res["metadata_bytes"] = _dir_bytes(lake_dir) - _dir_bytes(lake_dir / "data")
 
     # Time travel: the dataset as of the version before the sync.
-    q = "SELECT sum(overall) FROM annotations"
     t = time.perf_counter()
     old = con.execute(f"SELECT sum(overall) FROM annotations AT (VERSION => {before})").fetchone()[0]
     res["time_travel_sum_s"] = time.perf_counter() - t
-    now = con.execute(q).fetchone()[0]
+    now = con.execute("SELECT sum(overall) FROM annotations").fetchone()[0]
     res["time_travel_equal_before"] = old == before_sum
     res["current_differs"] = now != before_sum
-    agg = _load_aggregate()
-    # The aggregation itself on the old version: a view over the snapshot, same SQL.
+    # A per-sample aggregate of the old version, through a view over the snapshot.
     con.execute(f"CREATE OR REPLACE TEMP VIEW annotations_v AS SELECT * FROM annotations AT (VERSION => {before})")
     t = time.perf_counter()
     con.execute("SELECT sample_id, avg(overall) FROM annotations_v GROUP BY 1").fetchall()
     res["time_travel_group_s"] = time.perf_counter() - t
-    del agg
     con.close()
     return res
 

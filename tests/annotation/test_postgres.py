@@ -62,6 +62,7 @@ def ls_any(request):
     return request.getfixturevalue("labelstudio" if request.param == "sqlite" else "labelstudio_pg")
 
 
+@pytest.mark.slow
 @pytest.mark.labelstudio
 def test_push_annotate_update_delete_then_sync(ls_any, tmp_path):
     key = "pg-sync"
@@ -101,6 +102,7 @@ def _table_digests(info: dict) -> dict[str, tuple[int, str]]:
                                f'FROM "{t}" x').fetchone() for t in tables}
 
 
+@pytest.mark.slow
 @pytest.mark.labelstudio
 def test_backup_then_restore_into_a_fresh_database_is_equal(labelstudio_pg, tmp_path, capsys):
     ls = labelstudio_pg.client()
