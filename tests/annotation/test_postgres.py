@@ -41,6 +41,14 @@ def test_cluster_is_private_loopback_only_and_needs_the_password(pg_cluster):
     assert info["password"] not in c.log.read_text()
 
 
+def test_cli_db_status_names_the_cluster_never_the_password(pg_cluster, capsys):
+    assert sfr(["--home", str(pg_cluster.home), "labelstudio", "db", "status"]) == 0
+    out = capsys.readouterr().out
+    st = json.loads(out)
+    assert st["running"] and st["root"] == str(pg_cluster.cluster.root) and st["host"] == "127.0.0.1"
+    assert pg_cluster.cluster.credentials()["password"] not in out
+
+
 def test_database_choice_is_kept_and_switching_is_refused(tmp_path):
     ls_dir = tmp_path / "labelstudio"
     ls_dir.mkdir()
