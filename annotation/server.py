@@ -212,14 +212,18 @@ def status(paths: ServerPaths) -> dict:
 
 
 def up(paths: ServerPaths, port: int | None = None,
-       timeout_s: float = DEFAULT_START_TIMEOUT_S) -> dict:
+       timeout_s: float = DEFAULT_START_TIMEOUT_S, db: str | None = None) -> dict:
     """Start the server unless it already runs; wait until /health answers UP.
+
+    `db`: "sqlite" or "postgres" (see annotation.postgres); None keeps what this data dir was
+    first started with (SQLite when new).
 
     Returns status() plus `started` (bool). Raises ServerError with the log's tail (which holds
     no secrets) if the process exits or does not answer in `timeout_s` seconds.
     """
     make_private(paths)  # also fixes data dirs made before this was enforced
     st = status(paths)
+    db_env = _database_env(paths, db)
     if st["running"]:
         if st["healthy"] or _wait_healthy(st["base_url"], st["pid"], timeout_s):
             return {**status(paths), "started": False}
@@ -242,7 +246,7 @@ def up(paths: ServerPaths, port: int | None = None,
                                  "--port", str(port), "--data-dir", str(paths.data_dir)]
     logf = os.fdopen(os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     try:
-        proc = subprocess.Popen(cmd, env=server_env(paths, creds), stdout=logf,
+        proc = subprocess.Popen(cmd, env={**server_env(paths, creds), **db_env}, stdout=logf,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(paths.data_dir),
                                 umask=0o077)  # whatever it creates (database, uploads, exports) is the owner's
@@ -258,6 +262,16 @@ def up(paths: ServerPaths, port: int | None = None,
         raise ServerError(f"Label Studio did not become healthy at {base_url} within {timeout_s:.0f} s; "
                           f"last log lines:\n{tail}")
     return {**status(paths), "started": True}
+
+
+def _database_env(paths: ServerPaths, db: str | None) -> dict[str, str]:
+    """Validates the database choice; for PostgreSQL starts the workspace's cluster (holds a secret)."""
+    from annotation import postgres
+
+    try:
+        return postgres.database_env(paths.data_dir, db)
+    except postgres.PostgresError as e:
+        raise ServerError(str(e)) from None
 
 
 def _wait_healthy(base_url: str, pid: int, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
@@ -344,8 +358,8 @@ def _ours(pgid: int, paths: ServerPaths) -> bool:
 
 # -- workspace-level API --------------------------------------------------------------------
 def up_workspace(ws: Workspace, port: int | None = None,
-                 timeout_s: float = DEFAULT_START_TIMEOUT_S) -> dict:
-    return up(ServerPaths.for_workspace(ws), port=port, timeout_s=timeout_s)
+                 timeout_s: float = DEFAULT_START_TIMEOUT_S, db: str | None = None) -> dict:
+    return up(ServerPaths.for_workspace(ws), port=port, timeout_s=timeout_s, db=db)
 
 
 def down_workspace(ws: Workspace) -> dict:

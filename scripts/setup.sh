@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up step: creates .venv and installs the project with its pinned
 # dependencies (requirements.lock). With --test it also installs what the tests need outside
-# Python (Debian's chromium for the browser test). Re-running is a no-op when nothing changed.
+# Python (Debian's chromium for the browser test, Debian's postgresql for Label Studio and
+# Dagster on PostgreSQL). Re-running is a no-op when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -22,7 +23,7 @@ if [ "$(cat .venv/.sfr-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > .venv/.sfr-stamp
 fi
 if [ "${1:-}" = "--test" ]; then
-  # Debian's chromium for the browser test; without root it cannot be installed and that one
-  # test skips with the reason.
-  bash scripts/install_test_deps.sh || echo "setup: warning: chromium not installed; the browser test will skip" >&2
+  # Debian's chromium and postgresql; without root they cannot be installed and the tests that
+  # need them skip with the reason.
+  bash scripts/install_test_deps.sh || echo "setup: warning: chromium/postgresql not installed; the browser and PostgreSQL tests will skip" >&2
 fi

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-pytest_plugins = ["tests.fixtures.core", "tests.fixtures.labelstudio", "tests.fixtures.curation", "tests.fixtures.serving", "tests.fixtures.regions", "tests.fixtures.sfreward_data"]
+pytest_plugins = ["tests.fixtures.core", "tests.fixtures.labelstudio", "tests.fixtures.curation", "tests.fixtures.serving", "tests.fixtures.regions", "tests.fixtures.sfreward_data", "tests.fixtures.postgres"]
 
 
 @pytest.fixture

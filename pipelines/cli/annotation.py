@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from annotation import server
 from annotation.client import LabelStudioError, connection
-from pipelines.cli import CLIError, print_json
+from pipelines.cli import CLIError, labelstudio_db, print_json
 from warehouse.db import WarehouseError
 from warehouse.workspace import Workspace
 
@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--port", type=int, default=None, help=f"port (default {server.DEFAULT_PORT}, or a free one)")
     up.add_argument("--timeout", type=float, default=server.DEFAULT_START_TIMEOUT_S,
                     help="seconds to wait for /health (first start migrates a database: ~1 min)")
+    up.add_argument("--db", choices=["sqlite", "postgres"], default=None,
+                    help="database (default: what this workspace first used; SQLite when new)")
     up.set_defaults(func=cmd_up)
     lsub.add_parser("down", help="stop it (by its pid file)").set_defaults(func=cmd_down)
     lsub.add_parser("status", help="status JSON (never the token); exit 1 if the data dir is open to "
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "without it is disabled)")
     inv.add_argument("--reset", action="store_true", help="issue a new link; every earlier link stops working")
     inv.set_defaults(func=cmd_invite)
+    labelstudio_db.register(lsub)
 
     an = sub.add_parser("annotate", help="push tasks to Label Studio and sync annotations back")
     asub = an.add_subparsers(dest="annotate_command", metavar="ACTION", required=True)
@@ -63,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.home)
     try:
-        print_json(server.up_workspace(ws, port=args.port, timeout_s=args.timeout))
+        print_json(server.up_workspace(ws, port=args.port, timeout_s=args.timeout, db=args.db))
     except server.ServerError as e:
         raise CLIError(str(e)) from None
     return 0
