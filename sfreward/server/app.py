@@ -50,7 +50,7 @@ from sfreward.server.admission import DEFAULT_BUDGET_BYTES, DecodeBudget, reques
 from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull, SettingError, check_float, check_int
 from sfreward.server.capture import RolloutCapture
 from sfreward.server.metrics import Metrics
-from sfreward.server.models import ModelPool, UnknownModel, proposer_check
+from sfreward.server.models import ModelPool, pick_model, proposer_report, watch_proposer
 from sfreward.server.payload import BodyTooLarge, HTTPError, ScoreGroupRequest, parse_request
 from sfreward.server.protocol import DEFAULT_HEAD_TIMEOUT_S, uvicorn_config
 from warehouse import masks as mask_codec
@@ -163,11 +163,11 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
     budget = DecodeBudget(config.decode_budget_bytes)
     state = {"inflight": 0}
     token = config.token.encode()
-    _watch_proposer(pool, config, pool.default_version)
+    watch_proposer(pool, config.proposer_config, config.propose_regions, pool.default_version)
     if pool.on_reload is None:
         def reloaded(old: str, new: str) -> None:
             metrics.observe_reload()
-            _watch_proposer(pool, config, new)
+            watch_proposer(pool, config.proposer_config, config.propose_regions, new)
         pool.on_reload = reloaded
     metrics.gauge("sfr_models_loaded", "Model versions held in memory.", lambda: len(pool.loaded_versions()))
     metrics.gauge("sfr_queue_items", "Rollouts waiting for the model.", lambda: batcher.pending)
@@ -236,7 +236,8 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
                 "max_batch_size": config.batch.max_batch_size, "max_group_size": config.max_group_size,
                 "max_request_bytes": config.max_request_bytes, "max_regions": config.max_regions,
                 "default_model": pool.default_ref, "loaded_models": pool.loaded_versions(),
-                "proposer": _proposer_report(pool, config, default.version)}
+                "proposer": proposer_report(pool, config.proposer_config, config.propose_regions,
+                                            default.version)}
 
     @app.get("/metrics")
     async def prometheus_metrics():
@@ -259,7 +260,7 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
         state["inflight"] += 1
         try:
             req, source, edits = await parse_request(request, config.max_group_size)
-            scorer = await _pick_model(pool, request.headers.get("x-sfr-model"), req.model)
+            scorer = await pick_model(pool, request.headers.get("x-sfr-model"), req.model)
             version = scorer.version
             if req.regions is not None and len(req.regions) > config.max_regions:
                 raise HTTPError(422, f"regions: {len(req.regions)} regions; at most {config.max_regions} per group")
@@ -290,33 +291,6 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
             state["inflight"] -= 1
 
     return app
-
-
-async def _pick_model(pool: ModelPool, header: str | None, field: str | None) -> Scorer:
-    """The request's model: the X-SFR-Model header or the `model` field (both: they must agree),
-    else the pool's default. Resolving/loading may read the warehouse: off the event loop."""
-    ref = (header or "").strip() or None
-    if ref is not None and field is not None and ref != field:
-        raise HTTPError(422, f"model: header X-SFR-Model {ref!r} and field `model` {field!r} disagree; send one")
-    ref = ref or field
-    try:
-        return await asyncio.to_thread(pool.get, ref)
-    except UnknownModel as e:
-        raise HTTPError(422, f"model: {e}") from None
-
-
-def _proposer_report(pool: ModelPool, config: ServerConfig, model_id: str) -> dict:
-    return proposer_check(config.proposer_config, pool.info(model_id).get("trained_proposer"), config.propose_regions)
-
-
-def _watch_proposer(pool: ModelPool, config: ServerConfig, model_id: str) -> None:
-    """Warn when the regions this server proposes differ from those the model was trained on."""
-    rep = _proposer_report(pool, config, model_id)
-    if rep["match"] is False:
-        log.warning("model %s was trained on regions from %s (config %s) but this server proposes with %s "
-                    "(config %s); pass the training proposer's options to `sfr serve` (docs/serving.md)",
-                    model_id, rep["trained"]["proposer"], rep["trained"]["config_hash"],
-                    rep["serving"]["proposer"], rep["serving"]["config_hash"])
 
 
 def _offer(capture: RolloutCapture, source: bytes, edits: list[bytes], results: list[ItemScore],

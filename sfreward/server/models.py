@@ -13,6 +13,7 @@ at most once per `refresh_s` per reference, in a worker thread, never per reques
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
@@ -22,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from sfreward.inference import InvalidInput, ItemScore, PreparedItem, Scorer
 from sfreward.server.batcher import check_float, check_int
+from sfreward.server.payload import HTTPError
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +204,32 @@ def proposer_check(served: Any, trained: dict | None, proposing: bool) -> dict:
     t = {"proposer": trained["proposer"], "config_hash": trained["config_hash"]} if trained else None
     match = None if serving is None or t is None else serving["config_hash"] == t["config_hash"]
     return {"serving": serving, "trained": t, "match": match}
+
+
+async def pick_model(pool: ModelPool, header: str | None, field: str | None) -> Scorer:
+    """A request's model: the X-SFR-Model header or the `model` field (both: they must agree),
+    else the pool's default (422 for an unknown one). Resolving/loading may read the warehouse
+    and load weights: off the event loop."""
+    ref = (header or "").strip() or None
+    if ref is not None and field is not None and ref != field:
+        raise HTTPError(422, f"model: header X-SFR-Model {ref!r} and field `model` {field!r} disagree; send one")
+    ref = ref or field
+    try:
+        return await asyncio.to_thread(pool.get, ref)
+    except UnknownModel as e:
+        raise HTTPError(422, f"model: {e}") from None
+
+
+def proposer_report(pool: ModelPool, served: Any, proposing: bool, model_id: str) -> dict:
+    """`proposer_check` of the server's proposer against model `model_id`'s training proposer."""
+    return proposer_check(served, pool.info(model_id).get("trained_proposer"), proposing)
+
+
+def watch_proposer(pool: ModelPool, served: Any, proposing: bool, model_id: str) -> None:
+    """Warn when the regions this server proposes differ from those the model was trained on."""
+    rep = proposer_report(pool, served, proposing, model_id)
+    if rep["match"] is False:
+        log.warning("model %s was trained on regions from %s (config %s) but this server proposes with %s "
+                    "(config %s); pass the training proposer's options to `sfr serve` (docs/serving.md)",
+                    model_id, rep["trained"]["proposer"], rep["trained"]["config_hash"],
+                    rep["serving"]["proposer"], rep["serving"]["config_hash"])

@@ -39,7 +39,7 @@ def test_registration_records_the_datasets_proposer_and_serve_reports_a_mismatch
     assert registry.trained_proposer(ws, registry.register_model(ws, tiny_model_dir, None)) is None
 
     pool = ModelPool.from_registry(ws, mid, device="cpu", config=PoolConfig(refresh_s=3600))
-    with caplog.at_level(logging.WARNING, logger="sfreward.server.app"):
+    with caplog.at_level(logging.WARNING, logger="sfreward.server.models"):
         app = create_app(pool, ServerConfig(token=server_token, proposer_config=ProposerConfig()))
     assert any("trained on regions from test (config cfg)" in r.getMessage() for r in caplog.records)
     with BackgroundServer(app) as srv:
