@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from sfreward.inference import InvalidInput, ItemScore, PreparedItem, Scorer
 from sfreward.server.batcher import check_float, check_int
 from sfreward.server.payload import HTTPError
+from warehouse.rowchecks import MAX_ID_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,8 @@ async def pick_model(pool: ModelPool, header: str | None, field: str | None) -> 
     else the pool's default (422 for an unknown one). Resolving/loading may read the warehouse
     and load weights: off the event loop."""
     ref = (header or "").strip() or None
+    if ref is not None and len(ref) > MAX_ID_CHARS:
+        raise HTTPError(422, f"model: header X-SFR-Model is {len(ref)} characters; at most {MAX_ID_CHARS}")
     if ref is not None and field is not None and ref != field:
         raise HTTPError(422, f"model: header X-SFR-Model {ref!r} and field `model` {field!r} disagree; send one")
     ref = ref or field

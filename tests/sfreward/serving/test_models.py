@@ -79,6 +79,8 @@ def test_pinned_requests_keep_their_version_across_promotion(workspace, two_mode
         assert info["model_version"] == v2 and set(info["loaded_models"]) == {v1, v2}
         bad = httpx.post(srv.url + "/v1/score_group", json=body, headers={**auth, "X-SFR-Model": "sfr-nope"}, timeout=60)
         assert bad.status_code == 422 and "no model or alias 'sfr-nope'" in bad.json()["error"]["message"]
+        long = httpx.post(srv.url + "/v1/score_group", json=body, headers={**auth, "X-SFR-Model": "m" * 5000}, timeout=60)
+        assert long.status_code == 422 and "at most" in long.json()["error"]["message"] and "m" * 100 not in long.text
         clash = httpx.post(srv.url + "/v1/score_group", json={**body, "model": v2},
                            headers={**auth, "X-SFR-Model": v1}, timeout=60)
         assert clash.status_code == 422 and "disagree" in clash.json()["error"]["message"]
@@ -86,7 +88,7 @@ def test_pinned_requests_keep_their_version_across_promotion(workspace, two_mode
     assert metric(m, "sfr_items_scored_total", model_version=v1) == 16   # 4 requests of 4
     assert metric(m, "sfr_items_scored_total", model_version=v2) == 8    # 2 requests of 4
     assert metric(m, "sfr_model_reloads_total") == 1
-    assert metric(m, "sfr_errors_total", route="/v1/score_group", status=422) == 2
+    assert metric(m, "sfr_errors_total", route="/v1/score_group", status=422) == 3
 
 
 def test_pool_keeps_a_bounded_lru_and_never_evicts_the_default(workspace, two_models):
