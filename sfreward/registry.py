@@ -88,6 +88,7 @@ def register_model(ws: Workspace, model_dir: str | Path, dataset_id: str | None,
         "backbone_source": model_config.get("backbone_source"), "text_source": model_config.get("text_source"),
         "created_at": datetime.now(timezone.utc).isoformat(), "n_params": n_params,
         "metrics": metrics or {}, "train_config": train_config or {}, "model_config": model_config,
+        "proposer": dataset_proposer(ws, dataset_id),
     })
     tmp = ws.models / f".tmp-{model_id}"
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(CARD_FILE))
@@ -107,6 +108,36 @@ def register_model(ws: Workspace, model_dir: str | Path, dataset_id: str | None,
     return model_id
 
 
+def dataset_proposer(ws: Workspace, dataset_id: str | None) -> dict | None:
+    """The region proposer config(s) a dataset's regions came from, for the model card:
+    {"proposer", "config_hash", "config"} of the most used one, plus "all_hashes" when the
+    dataset mixes several. None without a dataset or without proposed regions."""
+    if not dataset_id:
+        return None
+    rows = Warehouse.open(ws).query(
+        "SELECT s.proposer, s.config_hash, any_value(s.config), count(*) AS n FROM dataset_regions d"
+        " JOIN regions r USING (region_id) JOIN region_sets s USING (region_set_id)"
+        " WHERE d.dataset_id = ? GROUP BY s.proposer, s.config_hash ORDER BY n DESC, s.config_hash", [dataset_id])
+    if not rows:
+        return None
+    proposer, chash, config, _ = rows[0]
+    out = {"proposer": proposer, "config_hash": chash, "config": json.loads(config)}
+    if len(rows) > 1:
+        out["all_hashes"] = [r[1] for r in rows]
+    return out
+
+
+def trained_proposer(ws: Workspace, ref: str) -> dict | None:
+    """The proposer record of a registered model's card (see dataset_proposer); None when the
+    card has none (trained without proposed regions, or registered before it was recorded)."""
+    rec = get_model(ws, ref)
+    card = ws.absolute(rec["path"]) / CARD_FILE
+    try:
+        return json.loads(card.read_text()).get("proposer")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def _card_markdown(card: dict) -> str:
     """A human-readable model card (the JSON card is the one the code reads)."""
     mc = card["model_config"]
@@ -121,7 +152,8 @@ def _card_markdown(card: dict) -> str:
              f"- preset: `{card.get('preset') or 'none'}`; text encoder: {mc.get('text_encoder', 'hash')}",
              f"- pretrained backbone: {_source_line(card.get('backbone_source'))}",
              f"- pretrained text encoder: {_source_line(card.get('text_source'))}",
-             f"- weights sha256: `{card['weights_sha256']}`", "",
+             f"- weights sha256: `{card['weights_sha256']}`",
+             f"- region proposer at training: {_proposer_line(card.get('proposer'))}", "",
              "Scores are on the 0..25 scale (see docs/architecture.md, model interface).", "",
              "## Metrics at registration", ""]
     lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}"
@@ -134,6 +166,10 @@ def _source_line(src: dict | None) -> str:
         return "none (random init)"
     shas = ", ".join(f"{k} sha256 `{v}`" for k, v in sorted(src.get("weights_sha256", {}).items()))
     return f"`{src.get('path')}` ({src.get('model_type')}; {shas})"
+
+
+def _proposer_line(p: dict | None) -> str:
+    return "not recorded" if not p else f"{p['proposer']} (config hash `{p['config_hash']}`)"
 
 
 def _set_alias(con, alias: str, model_id: str) -> None:

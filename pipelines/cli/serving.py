@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "source; default: proposed (when a proposer is installed), else the whole image")
     p.add_argument("--model", default="production", help="registry alias/model id, or a model directory")
     p.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cuda when available)")
+    add_proposer_flags(p)
     p.set_defaults(func=cmd_score)
 
     s = subparsers.add_parser("serve", help="run the reward server (HTTP)")
@@ -52,7 +53,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--capture-rate", type=float, default=0.0,
                    help="fraction of scored rollouts kept for annotation, most uncertain first (0 = off)")
     s.add_argument("--capture-window", type=int, default=1000, help="rollouts per capture batch")
+    s.add_argument("--alias-refresh-s", type=float, default=5.0,
+                   help="how often the --model alias (and aliases clients pin) is re-read from the registry, "
+                        "so a promotion reaches unpinned clients without a restart")
+    s.add_argument("--max-loaded-models", type=int, default=3,
+                   help="model versions kept in memory for pinned requests (LRU; the default is never evicted)")
+    add_proposer_flags(s)
     s.set_defaults(func=cmd_serve)
+
+
+def add_proposer_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--proposer-config", default=None,
+                   help="JSON file of region proposer settings (sfreward.regions.ProposerConfig fields); "
+                        "default: the proposer recorded with the model at training, else classical")
+    p.add_argument("--sam-checkpoint", default=None, help="SAM weights file (a local state_dict)")
+    p.add_argument("--sam-model-type", default=None, choices=("vit_h", "vit_l", "vit_b", "tiny"),
+                   help="SAM variant of --sam-checkpoint")
+    p.add_argument("--proposer-device", default=None, help="device for SAM: auto | cpu | cuda[:i]")
 
 
 def _load_regions(path: str | None) -> list | None:
@@ -81,6 +98,67 @@ def _load_scorer(args: argparse.Namespace, batch_size: int | None = None):
         raise CLIError(f"--model {args.model}: cannot load the model ({e})") from None
 
 
+def proposer_config(args: argparse.Namespace, trained: dict | None):
+    """The ProposerConfig serving proposes with: --proposer-config, else the config recorded with
+    the model (its training regions), else the default (classical); --sam-* flags override.
+    Returns (config, where it came from)."""
+    from sfreward.regions.base import ProposalError, ProposerConfig
+
+    base, origin = {}, "default"
+    if args.proposer_config:
+        try:
+            base = json.loads(Path(args.proposer_config).read_text())
+        except FileNotFoundError:
+            raise CLIError(f"--proposer-config: file {args.proposer_config} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise CLIError(f"--proposer-config: {args.proposer_config} is not valid JSON ({e})") from None
+        if not isinstance(base, dict):
+            raise CLIError(f"--proposer-config: {args.proposer_config} must hold a JSON object of proposer settings")
+        origin = args.proposer_config
+    elif trained and trained.get("config") and not (args.sam_checkpoint or args.sam_model_type):
+        base, origin = dict(trained["config"]), "model card"
+    if args.sam_model_type:
+        base["model_type"] = args.sam_model_type
+    if args.sam_checkpoint:
+        base["checkpoint"] = args.sam_checkpoint
+    if args.proposer_device:
+        base["device"] = args.proposer_device
+    try:
+        cfg = ProposerConfig.from_dict(base)
+    except (ProposalError, TypeError) as e:
+        raise CLIError(f"proposer settings ({origin}): {e}") from None
+    if cfg.checkpoint is not None and not Path(cfg.checkpoint).expanduser().is_file():
+        hint = " (recorded with the model; pass --sam-checkpoint with its local path)" if origin == "model card" else ""
+        raise CLIError(f"--sam-checkpoint: SAM weights {cfg.checkpoint} do not exist{hint}")
+    return cfg, origin
+
+
+def trained_proposer(args: argparse.Namespace) -> dict | None:
+    """The proposer record of the model named by --model: its registry card, or the
+    model_card.json of a model directory; None when not recorded."""
+    p = Path(args.model).expanduser()
+    if p.is_dir():
+        card = p / "model_card.json"
+        try:
+            return json.loads(card.read_text()).get("proposer") if card.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+    from sfreward import registry
+    from warehouse.workspace import Workspace
+
+    try:
+        return registry.trained_proposer(Workspace.open(args.home, create=False), args.model)
+    except Exception:  # an unknown model is reported by the loader with a better message
+        return None
+
+
+def _warn_mismatch(cfg, trained: dict | None, model: str) -> None:
+    if trained and trained.get("config_hash") != cfg.config_hash():
+        log.warning("model %s was trained on regions from %s (config %s) but regions are proposed with %s "
+                    "(config %s): rewards may not mean what they meant in training", model,
+                    trained.get("proposer"), trained.get("config_hash"), cfg.proposer, cfg.config_hash())
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from sfreward.inference import InvalidInput, decode_image, propose_regions
 
@@ -88,6 +166,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise CLIError(f"{flag}: file {path} does not exist")
     regions = _load_regions(args.regions)
+    trained = trained_proposer(args)
+    pcfg, _ = proposer_config(args, trained)
     scorer = _load_scorer(args)
     region_source = "supplied"
     if regions is None:
@@ -98,7 +178,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise CLIError(str(e)) from None
         if ed.shape == src.shape:  # a size mismatch is reported by score() below
             try:
-                regions = propose_regions(src, [ed])
+                _warn_mismatch(pcfg, trained, scorer.version)
+                regions = propose_regions(src, [ed], pcfg)
             except ValueError as e:  # ProposalError: bad input for the proposer
                 raise CLIError(f"region proposal failed: {e}") from None
         region_source = "whole_image" if regions is None else "proposed"
@@ -137,7 +218,7 @@ _FLAGS = {"max_request_bytes": "--max-request-mb", "max_group_size": "--max-grou
           "token": "the server token"}
 
 
-def server_config(args: argparse.Namespace, token: str):
+def server_config(args: argparse.Namespace, token: str, proposer: object = None):
     """The ServerConfig of `sfr serve`'s flags; a setting out of range is a one-line CLIError
     (exit 2) naming the flag, raised before the model is loaded."""
     from sfreward.server.app import ServerConfig
@@ -155,6 +236,7 @@ def server_config(args: argparse.Namespace, token: str):
     try:
         return ServerConfig(token=token, max_request_bytes=int(args.max_request_mb * (1 << 20)),
                             max_group_size=args.max_group, propose_regions=not args.no_propose,
+                            proposer_config=proposer,
                             max_regions=args.max_regions, decode_budget_bytes=int(args.decode_budget_mb * (1 << 20)),
                             head_timeout_s=args.head_timeout,
                             batch=BatcherConfig(args.max_batch, args.max_wait_ms, args.max_queue))
@@ -168,18 +250,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from sfreward.server.app import create_app
     from sfreward.server.capture import CaptureConfig, RolloutCapture
+    from sfreward.server.models import ModelPool, PoolConfig, UnknownModel
     from sfreward.server.protocol import uvicorn_config
     from warehouse.workspace import Workspace
 
     token = read_token(args.token_file)
-    config = server_config(args, token)
+    trained = trained_proposer(args)
+    pcfg, origin = proposer_config(args, trained)
+    config = server_config(args, token, pcfg)
+    if not (args.alias_refresh_s >= 0 and args.alias_refresh_s < 1e6):
+        raise CLIError(f"--alias-refresh-s: must be a number of seconds >= 0, got {args.alias_refresh_s}")
+    if args.max_loaded_models < 1:
+        raise CLIError(f"--max-loaded-models: must be an integer >= 1, got {args.max_loaded_models}")
     try:
         if not ipaddress.ip_address(args.host).is_loopback:
             log.warning("serving on %s: reachable from other machines; put it behind a reverse proxy "
                         "with TLS (docs/serving.md)", args.host)
     except ValueError:
         pass
-    scorer = _load_scorer(args, batch_size=args.chunk or args.max_batch)
+    batch = args.chunk or args.max_batch
+    if Path(args.model).expanduser().is_dir():
+        scorer = _load_scorer(args, batch_size=batch)
+        pool = ModelPool.static(scorer, {"trained_proposer": trained})
+    else:
+        from sfreward.inference import ScorerConfig
+        from warehouse.workspace import Workspace
+
+        try:
+            pool = ModelPool.from_registry(
+                Workspace.open(args.home, create=False), args.model, device=args.device,
+                scorer_config=ScorerConfig(batch_size=batch),
+                config=PoolConfig(max_loaded=args.max_loaded_models, refresh_s=args.alias_refresh_s))
+        except (FileNotFoundError, UnknownModel, ValueError, RuntimeError) as e:
+            raise CLIError(f"--model {args.model}: cannot load the model ({e})") from None
+        scorer = pool.default
+    log.info("region proposer: %s (config %s, from %s)", pcfg.proposer, pcfg.config_hash(), origin)
     capture = None
     if args.capture_rate > 0:
         try:
@@ -187,7 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      CaptureConfig(rate=args.capture_rate, window=args.capture_window))
         except ValueError as e:
             raise CLIError(f"--capture-rate/--capture-window: {e}") from None
-    app = create_app(scorer, config, capture)
+    app = create_app(pool, config, capture)
     log.info("serving model %s on http://%s:%d", scorer.version, args.host, args.port)
     uvicorn.Server(uvicorn_config(app, config.head_timeout_s, host=args.host, port=args.port, log_level="info",
                                   limit_concurrency=config.max_inflight_requests * 2)).run()

@@ -12,7 +12,11 @@ POST /v1/score_group  (Authorization: Bearer <token>)
         "region_source": "supplied" | "proposed" | "whole_image",
         "items": [ItemScore dict + "index"], "valid": [G], "rewards": [G][K] | null rows,
         "advantages": [G][K] | null rows, "n_valid"}
-GET /health, GET /version (no auth; nothing secret).
+GET /health, GET /version, GET /metrics (Prometheus text format) (no auth; nothing secret).
+
+A request may pin the model version that scores it: header `X-SFR-Model: <model id | alias>`
+(or the JSON/multipart field `model`); without one, the server's default alias, re-resolved every
+few seconds so a promotion reaches unpinned clients without a restart (sfreward.server.models).
 
 Every response carries the model version (header X-Model-Version, and in JSON bodies).
 Errors are JSON {"error": {"status", "message"}, "model_version"}: 400 malformed payload
@@ -48,6 +52,8 @@ from sfreward.inputs import DEFAULT_MAX_REGIONS
 from sfreward.server.admission import DEFAULT_BUDGET_BYTES, DecodeBudget, request_cost
 from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull, SettingError, check_float, check_int
 from sfreward.server.capture import RolloutCapture
+from sfreward.server.metrics import Metrics
+from sfreward.server.models import ModelPool, pick_model, proposer_report, watch_proposer
 from sfreward.server.payload import BodyTooLarge, HTTPError, ScoreGroupRequest, parse_request
 from sfreward.server.protocol import DEFAULT_HEAD_TIMEOUT_S, uvicorn_config
 from warehouse import masks as mask_codec
@@ -88,16 +94,37 @@ class ServerConfig:
 
 
 class EdgeMiddleware:
-    """Outermost layer: stamps X-Model-Version on every response, and refuses bodies over
-    `max_bytes`: by Content-Length up front, and while streaming for chunked uploads (the
-    endpoint's read raises BodyTooLarge -> 413)."""
+    """Outermost layer: stamps X-Model-Version on every response (the endpoint's own when it set
+    one: a pinned model), refuses bodies over `max_bytes`: by Content-Length up front, and while
+    streaming for chunked uploads (the endpoint's read raises BodyTooLarge -> 413), and counts
+    every answer in `metrics` (status, latency)."""
 
-    def __init__(self, app: Any, max_bytes: int, version: str):
-        self.app, self.max_bytes, self.version = app, max_bytes, version
+    def __init__(self, app: Any, max_bytes: int, version: Any, metrics: Metrics | None = None):
+        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
+        self._version = version if callable(version) else (lambda: version)
+
+    @property
+    def version(self) -> str:
+        return self._version()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+        if self.metrics is not None:
+            inner_send = send
+
+            async def send(msg: dict) -> None:
+                if msg["type"] == "http.response.start":
+                    status[0] = msg["status"]
+                await inner_send(msg)
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_request(scope.get("path", ""), status[0], time.perf_counter() - t0)
+
+    async def _serve(self, scope: dict, receive: Any, send: Any) -> None:
         for k, v in scope.get("headers", []):
             if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
                 resp = _error(413, f"request body of {int(v):,} bytes exceeds the limit of "
@@ -116,8 +143,9 @@ class EdgeMiddleware:
 
         async def versioned_send(msg: dict) -> None:
             if msg["type"] == "http.response.start":
-                headers = [(k, v) for k, v in msg.get("headers", []) if k.lower() != b"x-model-version"]
-                msg = {**msg, "headers": headers + [(b"x-model-version", self.version.encode())]}
+                headers = list(msg.get("headers", []))
+                if not any(k.lower() == b"x-model-version" for k, _ in headers):
+                    msg = {**msg, "headers": headers + [(b"x-model-version", self.version.encode())]}
             await send(msg)
 
         await self.app(scope, limited_receive, versioned_send)
@@ -128,13 +156,28 @@ def _error(status: int, message: str, version: str, headers: dict[str, str] | No
                         status_code=status, headers=headers)
 
 
-def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | None = None) -> FastAPI:
-    """The ASGI app. The batcher starts/stops with the app's lifespan."""
-    batcher: DynamicBatcher = DynamicBatcher(scorer.score_prepared, config.batch)
+def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: RolloutCapture | None = None,
+               metrics: Metrics | None = None) -> FastAPI:
+    """The ASGI app for one model (a Scorer) or the versions of a ModelPool. The batcher
+    starts/stops with the app's lifespan."""
+    pool = scorer if isinstance(scorer, ModelPool) else ModelPool.static(scorer)
+    metrics = metrics or Metrics()
+    batcher: DynamicBatcher = DynamicBatcher(ModelPool.score_batch, config.batch)
     budget = DecodeBudget(config.decode_budget_bytes)
     state = {"inflight": 0}
-    version = scorer.version
     token = config.token.encode()
+    watch_proposer(pool, config.proposer_config, config.propose_regions, pool.default_version)
+    if pool.on_reload is None:
+        def reloaded(old: str, new: str) -> None:
+            metrics.observe_reload()
+            watch_proposer(pool, config.proposer_config, config.propose_regions, new)
+        pool.on_reload = reloaded
+    metrics.gauge("sfr_models_loaded", "Model versions held in memory.", lambda: len(pool.loaded_versions()))
+    metrics.gauge("sfr_queue_items", "Rollouts waiting for the model.", lambda: batcher.pending)
+    metrics.gauge("sfr_requests_inflight", "Score requests being parsed or scored.", lambda: state["inflight"])
+
+    def current() -> str:
+        return pool.default_version
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -148,51 +191,61 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
 
     app = FastAPI(title="SFReward reward server", version=API_VERSION, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher, app.state.capture, app.state.scorer = batcher, capture, scorer
-    app.state.budget = budget
+    app.state.batcher, app.state.capture, app.state.scorer = batcher, capture, pool.default
+    app.state.budget, app.state.pool, app.state.metrics = budget, pool, metrics
 
-    app.add_middleware(EdgeMiddleware, max_bytes=config.max_request_bytes, version=version)
+    app.add_middleware(EdgeMiddleware, max_bytes=config.max_request_bytes, version=current, metrics=metrics)
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, e: HTTPError):
-        return _error(e.status, e.message, version, e.headers)
+        return _error(e.status, e.message, current(), e.headers)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, e: BodyTooLarge):
-        return _error(413, f"request body exceeds the limit of {config.max_request_bytes:,} bytes", version)
+        return _error(413, f"request body exceeds the limit of {config.max_request_bytes:,} bytes", current())
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, e: ClientDisconnect):
         # Not a server fault: the client closed the connection before sending its whole body.
         log.info("client disconnected before its request to %s was read", request.url.path)
-        return _error(400, "client disconnected", version)
+        return _error(400, "client disconnected", current())
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, e: Exception):
         log.error("internal error on %s: %s: %s", request.url.path, type(e).__name__, e)
-        return _error(500, "internal server error", version)
+        return _error(500, "internal server error", current())
 
     @app.exception_handler(404)
     async def _not_found(request: Request, e: Exception):
-        return _error(404, f"no route {request.method} {request.url.path}", version)
+        return _error(404, f"no route {request.method} {request.url.path}", current())
 
     @app.exception_handler(405)
     async def _bad_method(request: Request, e: Exception):
-        return _error(405, f"method {request.method} not allowed on {request.url.path}", version)
+        return _error(405, f"method {request.method} not allowed on {request.url.path}", current())
 
     @app.get("/health")
     async def health():
         st = batcher.stats
-        return {"status": "ok", "model_version": version, "queue": batcher.pending,
+        return {"status": "ok", "model_version": current(), "queue": batcher.pending,
                 "max_queue": config.batch.max_queue, "inflight": state["inflight"],
                 "model_calls": st.calls, "items_scored": st.items, "max_batch_seen": st.max_batch_seen,
                 "decode_budget_in_use": budget.in_use, "decode_budget": budget.capacity}
 
     @app.get("/version")
     async def version_info():
-        return {"model_version": version, "api": API_VERSION, "image_size": list(scorer.image_size),
+        await asyncio.to_thread(pool.refresh_default)
+        default = pool.default
+        return {"model_version": default.version, "api": API_VERSION, "image_size": list(default.image_size),
                 "max_batch_size": config.batch.max_batch_size, "max_group_size": config.max_group_size,
-                "max_request_bytes": config.max_request_bytes, "max_regions": config.max_regions}
+                "max_request_bytes": config.max_request_bytes, "max_regions": config.max_regions,
+                "default_model": pool.default_ref, "loaded_models": pool.loaded_versions(),
+                "proposer": proposer_report(pool, config.proposer_config, config.propose_regions,
+                                            default.version)}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        # No token: counts and durations only, like /health (docs/serving.md, "Metrics").
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def check_auth(request: Request) -> None:
         auth = request.headers.get("authorization", "")
@@ -210,6 +263,8 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
         state["inflight"] += 1
         try:
             req, source, edits = await parse_request(request, config.max_group_size)
+            scorer = await pick_model(pool, request.headers.get("x-sfr-model"), req.model)
+            version = scorer.version
             if req.regions is not None and len(req.regions) > config.max_regions:
                 raise HTTPError(422, f"regions: {len(req.regions)} regions; at most {config.max_regions} per group")
             if not batcher.has_room(len(edits)):
@@ -219,20 +274,22 @@ def create_app(scorer: Scorer, config: ServerConfig, capture: RolloutCapture | N
                 _admit_and_prepare, scorer, config, budget, req, source, edits)
             todo = [i for i, p in enumerate(prepared) if not isinstance(p, InvalidInput)]
             try:
-                scored = await batcher.submit([prepared[i] for i in todo])
+                scored = await batcher.submit([(scorer, prepared[i]) for i in todo])
             except QueueFull as e:
                 raise HTTPError(503, f"queue full: {e}", {"Retry-After": str(config.retry_after_s)}) from None
             results: list[ItemScore] = [ItemScore(valid=False, error=str(p), model_version=version)
                                         if isinstance(p, InvalidInput) else None for p in prepared]  # type: ignore
             for i, s in zip(todo, scored):
                 results[i] = s
+            n_ok = sum(r.valid for r in results)
+            metrics.observe_group(len(results), len(results) - n_ok, version, n_ok)
             # Built and serialized off the event loop (json.dumps of a group is ~0.5 ms).
             body = await asyncio.to_thread(_response_bytes, results, regions_out, region_source, req, version)
             if capture is not None and req.capture and capture.enabled:
                 # After the response is built; encoding/writing happens off the event loop.
                 asyncio.get_running_loop().run_in_executor(
                     None, _offer, capture, source, edits, results, req)
-            return Response(body, media_type="application/json")
+            return Response(body, media_type="application/json", headers={"X-Model-Version": version})
         finally:
             state["inflight"] -= 1
 

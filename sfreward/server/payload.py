@@ -41,6 +41,7 @@ class ScoreGroupRequest(BaseModel):
     metadata: dict[str, Any] | None = None
     std: Literal["group", "global"] = "group"
     capture: bool = True
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)  # pinned model id/alias
 
     @field_validator("instruction")
     @classmethod
@@ -138,7 +139,7 @@ def parse_multipart(raw: bytes, content_type: str, max_group_size: int) -> tuple
         raise HTTPError(422, "multipart: one or more file fields `edits` are required")
     edits = files["edits"]
     payload: dict[str, Any] = {"source": "-", "edits": ["-"] * len(edits)}
-    for k in ("instruction", "group_id", "std"):
+    for k in ("instruction", "group_id", "std", "model"):
         if k in fields:
             payload[k] = fields[k][0]
     for k in ("regions", "metadata"):

@@ -78,3 +78,38 @@ def test_prompts_and_grid_masks_have_image_shape(tiny_sam_checkpoint):
     recs = grid_masks(sam, emb, points_per_side=3, pred_iou_thresh=-10, stability_score_thresh=0.0)
     assert recs and all(r["segmentation"].shape == (100, 100) and r["segmentation"].any() for r in recs)
     assert [r["predicted_iou"] for r in recs] == sorted((r["predicted_iou"] for r in recs), reverse=True)
+
+
+def test_sam_path_masks_are_sams_not_the_change_map_fallback(tiny_sam_config):
+    """The edit region must be the mask SAM predicts for the change's prompt, which differs from
+    the change-map component the proposer falls back to: this fails if SAM is skipped (the
+    random tiny SAM's masks rarely cover their change, so `edit_min_cover=0` admits them)."""
+    import dataclasses
+    import math
+
+    from sfreward.regions import propose_sample
+    from sfreward.regions.changemap import components, prompt_for
+    from sfreward.regions.proposer import Proposer
+    from tests.fixtures.regions import disk_edit
+
+    src = photo("astronaut", 192)
+    edited, _ = disk_edit(src, photo("chelsea", 192), (130, 70), 30)
+    cfg = dataclasses.replace(tiny_sam_config, edit_min_cover=0.0)
+    regions = propose_sample(src, edited, cfg)
+
+    union = Proposer(cfg).change_maps(src, [edited])[0]
+    [comp] = components(union, min_area=max(1, math.ceil(cfg.min_area_frac * union.size)))[:1]
+    box, point = prompt_for(comp)
+    sam = load_sam(cfg.checkpoint, "tiny", "cpu")
+    [emb] = embed_images(sam, [src])
+    masks, piou, _ = predict_prompts(sam, emb, box[None], point[None])
+
+    [edit] = [r for r in regions if r.kind == "edit"]
+    assert edit.proposed_on in ("source", "both") and edit.predicted_iou == pytest.approx(float(piou[0]), abs=1e-5)
+    assert np.array_equal(edit.mask, masks[0])          # SAM's own mask ...
+    assert not np.array_equal(edit.mask, comp)          # ... not the change-map component
+    # Context regions come from SAM's grid (with its quality estimates), not from image segments.
+    ctx = [r for r in regions if r.kind == "context"]
+    assert ctx and all(r.predicted_iou is not None and r.proposed_on == "source" for r in ctx)
+    classical = propose_sample(src, edited, dataclasses.replace(cfg, model_type=None, checkpoint=None))
+    assert all(r.predicted_iou is None for r in classical)
