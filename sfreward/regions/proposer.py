@@ -20,7 +20,7 @@ from pycocotools import mask as coco_mask
 from sfreward.regions import classical
 from sfreward.regions import sam as samlib
 from sfreward.regions.base import Candidate, ProposalError, ProposerConfig, Region, bbox_of, check_image
-from sfreward.regions.changemap import change_map, components, match_size, prompt_for, to_lab
+from sfreward.regions.changemap import change_map, components, match_size, merge_fragments, prompt_for, to_lab
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,9 @@ class Proposer:
         min_px = max(1, math.ceil(c.min_area_frac * union.size))
         # Largest changes first; more than max_regions could never all be kept anyway, and a
         # global restyle can shatter into hundreds of components (memory: one mask each).
-        comps = components(union, min_area=min_px)[:max(1, c.max_regions)]
+        comps = components(union, min_area=min_px)[:max(1, 8 * c.max_regions)]
+        comps = merge_fragments(comps, round(c.fragment_gap_frac * max(union.shape)),
+                                c.sliver_px)[:max(1, c.max_regions)]
         if c.model_type is None:
             labels = classical.segment(source, c)
             cands = classical.edit_candidates(comps, labels)
