@@ -2,14 +2,14 @@
 
 Layout: short guidelines, the instruction, then the source and the edited image side by side.
 Brush regions (one label per region kind) live on the edited image, drawn faint so the edit
-stays visible. While an `edit` region is selected the annotator rates it (edit success and
-preservation, 1..5 stars; both required: Label Studio refuses Submit without them) and may
-change its verdict (default: correct_edit at 4-5 stars success, missed_edit below). One
+stays visible. While an `edit` region is selected the annotator rates it: edit success (1..5 stars, required:
+Label Studio refuses Submit without it), preservation (default 5 unless its verdict is
+artifact) and verdict (default: correct_edit at 4-5 stars success, missed_edit below). One
 required question covers everything else: "everything outside the edit preserved?". Yes fills
 the preserve rating (5) and verdict (fine) of every context/background region as a recorded
 default; No means the annotator selected the regions that changed and rated them (preserve,
-verdict), the unrated ones count as preserved (default). Whole-image ratings (required):
-overall, naturalness, artifacts (5 = no artifacts). Sync stores which values were explicit
+verdict), the unrated ones count as preserved (default). Whole-image ratings: overall and
+naturalness (required), artifacts (5 = no artifacts; default 5 unless a region is marked artifact). Sync stores which values were explicit
 and which came from a default (annotation_regions.*_default).
 Ratings are stored raw (1..5); curation maps them to the 0..25 region-reward scale with
 `5 * rating` (docs/architecture.md). See annotation/README.md for the result format.
@@ -53,16 +53,18 @@ SCALE = 5
 
 _KIND_COLORS = {"edit": "#e6194b", "context": "#3cb44b", "background": "#4363d8"}
 _HOTKEYS = {"edit": "1", "context": "2", "background": "3"}
-_VERDICT_KEYS = dict(zip(VERDICTS, "qwertu"))
+# Verdict and outside choices take Label Studio's automatic hotkeys (digits after the labels'
+# 1-3, shown next to each choice): letters would collide with the editor's tool keys (b brush,
+# e eraser, ...).
 _HINTS = {
     SUCCESS: "Edit success here: the instruction was carried out in this region",
-    PRESERVE: "Preservation here: what should not change did not change",
+    PRESERVE: "Preservation here: what should not change did not change (left empty: 5)",
     PRESERVE_OUTSIDE: "Preservation of this region (it was meant to stay as it is)",
     OUTSIDE: "Everything outside the edit region(s) preserved?",
     VERDICT: "Verdict for this region",
     OVERALL: "Overall quality of the edit",
     NATURALNESS: "Naturalness of the edited image",
-    ARTIFACTS: "Artifacts (5 = none)",
+    ARTIFACTS: "Artifacts (5 = none; left empty: 5 unless a region is marked artifact)",
 }
 
 
@@ -82,9 +84,7 @@ class LabelConfig:
             f'    <Label value={quoteattr(k)} background={quoteattr(_KIND_COLORS.get(k, "#911eb4"))}'
             f'{" hotkey=" + quoteattr(_HOTKEYS[k]) if k in _HOTKEYS else ""}/>'
             for k in self.region_kinds)
-        choices = "\n".join(
-            f"      <Choice value={quoteattr(v)}{' hotkey=' + quoteattr(_VERDICT_KEYS[v]) if v in _VERDICT_KEYS else ''}/>"
-            for v in self.verdicts)
+        choices = "\n".join(f"      <Choice value={quoteattr(v)}/>" for v in self.verdicts)
 
         def rating(name: str, per_region: bool, required: bool = True, when: str | None = None) -> str:
             pr = ' perRegion="true"' if per_region else ""
@@ -123,7 +123,7 @@ class LabelConfig:
   </View>
   <View visibleWhen="region-selected" whenLabelValue="edit">
 {rating(SUCCESS, True, when="edit")}
-{rating(PRESERVE, True, when="edit")}
+{rating(PRESERVE, True, required=False, when="edit")}
   </View>
   <View visibleWhen="region-selected" whenLabelValue="context,background">
 {rating(PRESERVE_OUTSIDE, True, required=False, when="context,background")}
@@ -138,12 +138,12 @@ class LabelConfig:
   <Header value={quoteattr(_HINTS[OUTSIDE])} size="6"/>
   <Choices name="{OUTSIDE}" toName="{EDITED}" choice="single-radio" required="true"
            requiredMessage={quoteattr(_required_message(OUTSIDE))}>
-    <Choice value="{OUTSIDE_YES}" hotkey="y"/>
-    <Choice value="{OUTSIDE_NO}" hotkey="n"/>
+    <Choice value="{OUTSIDE_YES}"/>
+    <Choice value="{OUTSIDE_NO}"/>
   </Choices>
 {rating(OVERALL, False)}
 {rating(NATURALNESS, False)}
-{rating(ARTIFACTS, False)}
+{rating(ARTIFACTS, False, required=False)}
 </View>
 """
 
@@ -153,16 +153,18 @@ class LabelConfig:
 
 GUIDELINES = ("Stars: 5 = instruction fully carried out / region untouched; 3 = partly done / "
               "visibly altered; 1 = not done or wrong / ruined. Rate each red edit region (select it in "
-              "the Regions list or press its number), answer the 'outside' question (y / n); on n, select "
-              "the regions that changed and rate them. Verdict 'unsure' = cannot judge (ignored). "
+              "the Regions list), answer the 'outside' question; if something changed, select "
+              "the regions that changed and rate them. Keys are shown in [brackets]. Verdict 'unsure' = cannot judge (ignored). "
               "Eye icon in the Regions panel: hide all regions.")
 
 
 def _required_message(name: str) -> str:
     if name in (SUCCESS, PRESERVE):
         return f"Every edit region needs its {name} rating: the region without it is now selected."
+    if name == ARTIFACTS:
+        return "A region is marked artifact: rate the artifacts of the whole image."
     if name == OUTSIDE:
-        return "Answer 'Everything outside the edit region(s) preserved?' (y / n) before submitting."
+        return "Answer 'Everything outside the edit region(s) preserved?' before submitting."
     return f"The whole-image rating '{_HINTS[name]}' is missing."
 
 

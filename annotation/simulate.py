@@ -148,6 +148,7 @@ def annotate_task(bot: BotConfig, task: dict, truth: dict) -> tuple[list[dict], 
     decoded_truth = [maskcodec.decode(r["mask"]) for r in truth["regions"]]
     out: list[dict] = []
     outside: list[tuple[str, int, str]] = []   # (result id, preserve stars, verdict) of non-edit regions
+    any_artifact = False
     for item in pred:
         if item.get("from_name") != C.BRUSH or item.get("type") != "brushlabels":
             continue
@@ -177,8 +178,11 @@ def annotate_task(bot: BotConfig, task: dict, truth: dict) -> tuple[list[dict], 
         verdict = t["verdict"]
         if rng.random() < bot.wrong_verdict_prob:
             verdict = str(rng.choice([v for v in C.VERDICTS if v not in (verdict, C.UNSURE)]))
+        any_artifact |= verdict == "artifact"
         if t["kind"] == "edit":
-            out += [_rating(rid, C.SUCCESS, s), _rating(rid, C.PRESERVE, p), _verdict(rid, verdict)]
+            out += [_rating(rid, C.SUCCESS, s), _verdict(rid, verdict)]
+            if p < C.MAX_RATING or verdict == "artifact":  # 5 is the default unless marked artifact
+                out.append(_rating(rid, C.PRESERVE, p))
         else:
             outside.append((rid, p, verdict))
     # One answer for everything outside the edit: "yes" when the bot sees every other region
@@ -193,7 +197,10 @@ def annotate_task(bot: BotConfig, task: dict, truth: dict) -> tuple[list[dict], 
     out.append({"id": "outside", "from_name": C.OUTSIDE, "to_name": C.EDITED, "type": "choices",
                 "value": {"choices": [C.OUTSIDE_NO if changed else C.OUTSIDE_YES]}})
     for i, name in enumerate(C.IMAGE_RATINGS):
-        out.append(_rating(f"{name[0]}{i}", name, noisy(truth[name])))
+        v = noisy(truth[name])
+        if name == C.ARTIFACTS and v == C.MAX_RATING and not any_artifact:
+            continue  # the default: no region marked artifact, no artifacts
+        out.append(_rating(f"{name[0]}{i}", name, v))
     return out, False
 
 

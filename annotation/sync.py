@@ -97,6 +97,7 @@ class ParsedAnnotation:
     regions: list[ParsedRegion]
     reasons: list[str]
     outside_preserved: bool | None = None   # the "everything outside preserved?" answer (None: not asked)
+    image_defaults: list[str] = field(default_factory=list)   # whole-image ratings filled by a default
 
     @property
     def valid(self) -> bool:
@@ -130,6 +131,7 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
     per_region: dict[str, dict[str, Any]] = {}
     ratings: dict[str, int | None] = {k: None for k in C.IMAGE_RATINGS}
     outside: bool | None = None
+    defaults: list[str] = []   # whole-image ratings filled by a default
     if not isinstance(result, list):
         return ParsedAnnotation(ratings, [], [f"result is {type(result).__name__}, not a list"])
     for item in result:
@@ -180,6 +182,10 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
                 reg.verdict = choices[0]
     if outside is not None:
         _apply_defaults(list(regions.values()), outside, reasons)
+        if ratings[C.ARTIFACTS] is None and not any(r.verdict == "artifact" for r in regions.values()) \
+                and not any(x.startswith(C.ARTIFACTS) for x in reasons):
+            ratings[C.ARTIFACTS] = C.MAX_RATING
+            defaults.append(C.ARTIFACTS)
     for reg in regions.values():
         if reg.verdict == C.UNSURE:  # cannot judge: its stars are not ratings (curation sees them missing)
             reg.success = reg.preserve = None
@@ -194,14 +200,15 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
             reasons.append(f"missing {name} rating")
     if not regions:
         reasons.append("no regions")
-    return ParsedAnnotation(ratings, list(regions.values()), reasons, outside)
+    return ParsedAnnotation(ratings, list(regions.values()), reasons, outside, defaults)
 
 
 def _apply_defaults(regions: list[ParsedRegion], outside: bool, reasons: list[str]) -> None:
     """Fill what the labeling config lets an annotator leave (annotation.config), marking each
     filled value as a default. Edit regions: verdict from success. Context/background: preserve 5
     and verdict 'fine' unless rated; a context region's success is its preserve (it was asked to
-    stay as it is). Answered "no" but no region marked as changed: contradictory, invalid."""
+    stay as it is); an edit region's preserve is 5 unless its verdict is artifact. Answered "no"
+    but no region marked as changed: contradictory, invalid."""
     outside_regions = [r for r in regions if r.kind in ("context", "background")]
     if not outside and outside_regions and not any(
             (r.preserve is not None and r.preserve < C.MAX_RATING) or (r.verdict not in (None, "fine"))
@@ -214,6 +221,8 @@ def _apply_defaults(regions: list[ParsedRegion], outside: bool, reasons: list[st
         if r.kind == "edit":
             if r.verdict is None and r.success is not None:
                 r.verdict, r.verdict_default = C.default_edit_verdict(r.success), True
+            if r.preserve is None and r.verdict != "artifact":
+                r.preserve, r.preserve_default = C.MAX_RATING, True
         elif r.kind in ("context", "background"):
             if r.preserve is None:
                 r.preserve, r.preserve_default = C.MAX_RATING, True
@@ -466,7 +475,8 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
                              a.get("lead_time"), result_text))
             currents.append((ann_id, project_key, key, key.split(":", 1)[1], annotator, version, upd, cancelled,
                              False, pa.valid, pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
-                             pa.ratings[C.ARTIFACTS], pa.outside_preserved))
+                             pa.ratings[C.ARTIFACTS], pa.outside_preserved,
+                             C.ARTIFACTS in pa.image_defaults))
             regions_rows += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
                               *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
                               not r.reasons, ", ".join(r.reasons) or None,
@@ -490,7 +500,8 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
                                                  "lead_time", "result"], versions)
         insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
                                          "version", "updated_at", "was_cancelled", "is_deleted", "valid",
-                                         "invalid_reason", "overall", "naturalness", "artifacts", "outside_preserved"],
+                                         "invalid_reason", "overall", "naturalness", "artifacts", "outside_preserved",
+                                         "artifacts_default"],
                     currents)
         insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
                                                 "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",

@@ -137,7 +137,8 @@ def annotate(person: Person, key: dict) -> None:
             if r["kind"] == "edit":
                 person.select_region(i, r["id"])
                 person.rating(hint(C.SUCCESS), r["success"])
-                person.rating(hint(C.PRESERVE), r["preserve"])
+                if r["preserve"] != C.MAX_RATING or r["verdict"] == "artifact":
+                    person.rating(hint(C.PRESERVE), r["preserve"])
                 if r["verdict"] != C.default_edit_verdict(r["success"]):
                     person.choice(r["verdict"])
             elif r in changed:
@@ -147,6 +148,11 @@ def annotate(person: Person, key: dict) -> None:
                 if r["verdict"] != "fine":
                     person.choice(r["verdict"])
         person.choice(C.OUTSIDE_NO if changed else C.OUTSIDE_YES)
+        artifact_marked = any(r["verdict"] == "artifact" for r in regions)
+        for name in C.IMAGE_RATINGS:
+            if name != C.ARTIFACTS or key["image"][name] != C.MAX_RATING or artifact_marked:
+                person.rating(hint(name), key["image"][name])
+        return
     else:
         for i, r in enumerate(regions):
             person.select_region(i, r["id"])

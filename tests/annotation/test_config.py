@@ -131,18 +131,20 @@ def _choice(rid, name, v):
 def test_config_requires_what_label_studio_must_enforce():
     root = ET.fromstring(C.LabelConfig().xml())
     by_name = {el.get("name"): el for el in root.iter() if el.get("name")}
-    for name in ("success", "preserve"):
-        el = by_name[name]
-        assert (el.get("required"), el.get("perRegion"), el.get("whenLabelValue")) == ("true", "true", "edit")
-        assert "selected" in el.get("requiredMessage")
+    el = by_name["success"]
+    assert (el.get("required"), el.get("perRegion"), el.get("whenLabelValue")) == ("true", "true", "edit")
+    assert "selected" in el.get("requiredMessage")
+    # Defaults instead of required clicks: edit preserve (5 unless artifact), image artifacts.
+    assert by_name["preserve"].get("required") is None and by_name["preserve"].get("whenLabelValue") == "edit"
     po = by_name["preserve_outside"]
     assert po.get("required") is None and po.get("whenLabelValue") == "context,background"
     outside = by_name["outside"]
-    assert outside.get("required") == "true" and [c.get("hotkey") for c in outside] == ["y", "n"]
-    for name in C.IMAGE_RATINGS:
-        assert by_name[name].get("required") == "true"
+    assert outside.get("required") == "true" and [c.get("value") for c in outside] == [C.OUTSIDE_YES, C.OUTSIDE_NO]
+    assert [by_name[n].get("required") for n in C.IMAGE_RATINGS] == ["true", "true", None]
     assert "unsure" in [c.get("value") for c in by_name["verdict"]]
-    assert all(c.get("hotkey") for c in by_name["verdict"]) and all(lab.get("hotkey") for lab in by_name["region"])
+    # Labels have fixed keys; choices get Label Studio's automatic ones (no letter: b, e are tools).
+    assert [lab.get("hotkey") for lab in by_name["region"]] == ["1", "2", "3"]
+    assert not any(c.get("hotkey") for c in root.iter("Choice"))
     assert "1 = " in C.GUIDELINES and "5 = " in C.GUIDELINES
     assert f"opacity: {C.LabelConfig().region_opacity}" in root.find("Style").text
 
@@ -156,8 +158,8 @@ def three(box):
 
 def _three_regions(three, outside):
     edit, ctx, bg = three
-    res = [_brush("p0", edit), _rate("p0", "success", 4), _rate("p0", "preserve", 5),
-           _brush("p1", ctx, "context"), _brush("p2", bg, "background")] + _image()
+    res = [_brush("p0", edit), _rate("p0", "success", 4),
+           _brush("p1", ctx, "context"), _brush("p2", bg, "background")] + _image()[:2]
     return res + ([_choice("out", "outside", outside)] if outside else [])
 
 
@@ -167,7 +169,8 @@ def test_outside_yes_fills_defaults_and_records_them(three):
     assert pa.outside_preserved is True
     e, c, b = pa.regions
     assert (e.success, e.preserve, e.verdict) == (4, 5, "correct_edit")
-    assert (e.success_default, e.preserve_default, e.verdict_default) == (False, False, True)
+    assert (e.success_default, e.preserve_default, e.verdict_default) == (False, True, True)
+    assert pa.ratings["artifacts"] == 5 and pa.image_defaults == ["artifacts"]
     assert (c.success, c.preserve, c.verdict) == (5, 5, "fine")
     assert (c.success_default, c.preserve_default, c.verdict_default) == (True, True, True)
     assert (b.success, b.preserve, b.verdict, b.preserve_default) == (None, 5, "fine", True)
@@ -176,7 +179,11 @@ def test_outside_yes_fills_defaults_and_records_them(three):
 def test_outside_no_rates_what_changed_and_defaults_the_rest(three):
     res = _three_regions(three, C.OUTSIDE_NO) + [_rate("p2", "preserve_outside", 2), _choice("p2", "verdict", "artifact")]
     pa = parse_result(res, 40, 30, "rs1")
+    # A region marked artifact: the whole-image artifacts rating has no default any more.
+    assert not pa.valid and pa.invalid_reason == "missing artifacts rating"
+    pa = parse_result(res + [_rate("a", "artifacts", 2)], 40, 30, "rs1")
     assert pa.valid, pa.invalid_reason
+    assert pa.ratings["artifacts"] == 2 and pa.image_defaults == []
     e, c, b = pa.regions
     assert (b.preserve, b.verdict, b.preserve_default, b.verdict_default) == (2, "artifact", False, False)
     assert (c.preserve, c.preserve_default) == (5, True)
@@ -189,7 +196,10 @@ def test_contradictions_and_incomplete_work_stay_invalid(three):
     # Without the outside answer (an older config or an API client) nothing is filled.
     pa = parse_result(_three_regions(three, None), 40, 30, "rs1")
     assert not pa.valid and "region p1: missing preserve rating, missing success rating" in pa.invalid_reason
-    # An edit region's own ratings are never defaulted.
+    # An edit region marked artifact needs its preserve rating; its success is never defaulted.
+    res = _three_regions(three, C.OUTSIDE_YES) + [_choice("p0", "verdict", "artifact"), _rate("a", "artifacts", 3)]
+    pa = parse_result(res, 40, 30, "rs1")
+    assert not pa.valid and pa.invalid_reason == "region p0: missing preserve rating"
     res = [r for r in _three_regions(three, C.OUTSIDE_YES) if not (r["id"] == "p0" and r["from_name"] == "success")]
     pa = parse_result(res, 40, 30, "rs1")
     assert not pa.valid and pa.invalid_reason == "region p0: missing success rating"
