@@ -53,9 +53,10 @@ SCALE = 5
 
 _KIND_COLORS = {"edit": "#e6194b", "context": "#3cb44b", "background": "#4363d8"}
 _HOTKEYS = {"edit": "1", "context": "2", "background": "3"}
-# Verdict and outside choices take Label Studio's automatic hotkeys (digits after the labels'
-# 1-3, shown next to each choice): letters would collide with the editor's tool keys (b brush,
-# e eraser, ...).
+# Choice keys are fixed: Label Studio's automatic ones run out of digits and continue with
+# q, w, e, r, ... where e is also the eraser (one key press would both pick the eraser and
+# answer a question).
+_VERDICT_KEYS = dict(zip(VERDICTS, ["6", "7", "8", "9", "0", "u"]))
 _HINTS = {
     SUCCESS: "Edit success here: the instruction was carried out in this region",
     PRESERVE: "Preservation here: what should not change did not change (left empty: 5)",
@@ -84,7 +85,9 @@ class LabelConfig:
             f'    <Label value={quoteattr(k)} background={quoteattr(_KIND_COLORS.get(k, "#911eb4"))}'
             f'{" hotkey=" + quoteattr(_HOTKEYS[k]) if k in _HOTKEYS else ""}/>'
             for k in self.region_kinds)
-        choices = "\n".join(f"      <Choice value={quoteattr(v)}/>" for v in self.verdicts)
+        choices = "\n".join(
+            f"      <Choice value={quoteattr(v)}{' hotkey=' + quoteattr(_VERDICT_KEYS[v]) if v in _VERDICT_KEYS else ''}/>"
+            for v in self.verdicts)
 
         def rating(name: str, per_region: bool, required: bool = True, when: str | None = None) -> str:
             pr = ' perRegion="true"' if per_region else ""
@@ -138,8 +141,8 @@ class LabelConfig:
   <Header value={quoteattr(_HINTS[OUTSIDE])} size="6"/>
   <Choices name="{OUTSIDE}" toName="{EDITED}" choice="single-radio" required="true"
            requiredMessage={quoteattr(_required_message(OUTSIDE))}>
-    <Choice value="{OUTSIDE_YES}"/>
-    <Choice value="{OUTSIDE_NO}"/>
+    <Choice value="{OUTSIDE_YES}" hotkey="y"/>
+    <Choice value="{OUTSIDE_NO}" hotkey="n"/>
   </Choices>
 {rating(OVERALL, False)}
 {rating(NATURALNESS, False)}

@@ -142,9 +142,10 @@ def test_config_requires_what_label_studio_must_enforce():
     assert outside.get("required") == "true" and [c.get("value") for c in outside] == [C.OUTSIDE_YES, C.OUTSIDE_NO]
     assert [by_name[n].get("required") for n in C.IMAGE_RATINGS] == ["true", "true", None]
     assert "unsure" in [c.get("value") for c in by_name["verdict"]]
-    # Labels have fixed keys; choices get Label Studio's automatic ones (no letter: b, e are tools).
+    # Fixed keys, none of them an editor tool key (b brush, e eraser, ...).
     assert [lab.get("hotkey") for lab in by_name["region"]] == ["1", "2", "3"]
-    assert not any(c.get("hotkey") for c in root.iter("Choice"))
+    assert [c.get("hotkey") for c in by_name["verdict"]] == ["6", "7", "8", "9", "0", "u"]
+    assert [c.get("hotkey") for c in outside] == ["y", "n"]
     assert "1 = " in C.GUIDELINES and "5 = " in C.GUIDELINES
     assert f"opacity: {C.LabelConfig().region_opacity}" in root.find("Style").text
 
