@@ -270,10 +270,12 @@ def _add(plan: dict, project_key: str, key: str, sid: str, a: dict, pa: ParsedAn
                              a.get("lead_time"), result_text, editor))
     plan["currents"].append((ann_id, project_key, key, sid, annotator, version, upd, cancelled, False, pa.valid,
                              pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
-                             pa.ratings[C.ARTIFACTS], editor, flagged))
+                             pa.ratings[C.ARTIFACTS], editor, flagged, pa.outside_preserved,
+                             C.ARTIFACTS in pa.image_defaults))
     plan["regions"] += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
                          *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
-                         not r.reasons, ", ".join(r.reasons) or None) for r in pa.regions]
+                         not r.reasons, ", ".join(r.reasons) or None,
+                         r.success_default, r.preserve_default, r.verdict_default) for r in pa.regions]
 
 
 def _write(wh: Warehouse, project_key: str, digest: str, name: str, plan: dict, summary: ImportSummary) -> None:
@@ -297,11 +299,13 @@ def _write(wh: Warehouse, project_key: str, digest: str, name: str, plan: dict, 
         insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
                                          "version", "updated_at", "was_cancelled", "is_deleted", "valid",
                                          "invalid_reason", "overall", "naturalness", "artifacts", "updated_by",
-                                         "edited_by_other", "source", "import_sha256"],
+                                         "edited_by_other", "outside_preserved", "artifacts_default", "source",
+                                         "import_sha256"],
                     [c + ("imported", digest) for c in plan["currents"]])
         insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
                                                 "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",
-                                                "verdict", "valid", "invalid_reason"], plan["regions"])
+                                                "verdict", "valid", "invalid_reason", "success_default",
+                                                "preserve_default", "verdict_default"], plan["regions"])
         con.execute("INSERT INTO annotation_imports (sha256, project_key, file_name, n_tasks, n_annotations, "
                     "n_imported, n_unchanged, n_rejected, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [digest, project_key, name, summary.tasks, summary.annotations, summary.imported,

@@ -10,8 +10,10 @@ is synced (sync never overwrites an annotator row).
 
 A bot starts from the task's prefilled prediction (one brush region per proposal), matches each
 region to the ground-truth regions by mask IoU, and fills in what the labeling config asks
-(annotation/README.md): brush label (the matched region's true kind), per-region success
-(not for background), preserve and verdict, and whole-image overall / naturalness / artifacts.
+(annotation/README.md): brush label (the matched region's true kind); for edit regions success,
+preserve and verdict; the "everything outside the edit preserved?" answer (yes when every other
+region looks untouched to the bot, else no plus preserve/verdict of the regions it sees changed);
+and whole-image overall / naturalness / artifacts.
 Ratings are 1..5 stars from the 0..25 truth: stars = clip(round(truth / 5 + bias + task_offset
 + N(0, rating_sd)), 1, 5), where task_offset ~ N(0, task_sd) is shared by all ratings of one
 task (a bot's mood on that item: correlated disagreement). Mistakes: skipping a task
@@ -145,6 +147,8 @@ def annotate_task(bot: BotConfig, task: dict, truth: dict) -> tuple[list[dict], 
     pred = (task.get("predictions") or [{}])[0].get("result") or []
     decoded_truth = [maskcodec.decode(r["mask"]) for r in truth["regions"]]
     out: list[dict] = []
+    outside: list[tuple[str, int, str]] = []   # (result id, preserve stars, verdict) of non-edit regions
+    any_artifact = False
     for item in pred:
         if item.get("from_name") != C.BRUSH or item.get("type") != "brushlabels":
             continue
@@ -167,20 +171,42 @@ def annotate_task(bot: BotConfig, task: dict, truth: dict) -> tuple[list[dict], 
         rid = item["id"]
         out.append({"id": rid, "from_name": C.BRUSH, "to_name": C.EDITED, "type": "brushlabels",
                     "original_width": w, "original_height": h, "image_rotation": 0, "value": value})
-        if t["kind"] != "background":
-            # The config asks success for every non-background region; a context region's
-            # truth carries success = preserve.
+        s = None
+        if t["kind"] == "edit":
             s = noisy(t["success"] if t.get("success") is not None else t["preserve"])
-            out.append(_rating(rid, C.SUCCESS, s))
-        out.append(_rating(rid, C.PRESERVE, noisy(t["preserve"])))
+        p = noisy(t["preserve"])
         verdict = t["verdict"]
         if rng.random() < bot.wrong_verdict_prob:
-            verdict = str(rng.choice([v for v in C.VERDICTS if v != verdict]))
-        out.append({"id": rid, "from_name": C.VERDICT, "to_name": C.EDITED, "type": "choices",
-                    "value": {"choices": [verdict]}})
+            verdict = str(rng.choice([v for v in C.VERDICTS if v not in (verdict, C.UNSURE)]))
+        any_artifact |= verdict == "artifact"
+        if t["kind"] == "edit":
+            out += [_rating(rid, C.SUCCESS, s), _verdict(rid, verdict)]
+            if p < C.MAX_RATING or verdict == "artifact":  # 5 is the default unless marked artifact
+                out.append(_rating(rid, C.PRESERVE, p))
+        else:
+            outside.append((rid, p, verdict))
+    # One answer for everything outside the edit: "yes" when the bot sees every other region
+    # untouched (5 stars, fine); otherwise it rates only the regions it sees changed and the
+    # rest count as preserved (annotation.config).
+    changed = [(rid, p, v) for rid, p, v in outside if p < C.MAX_RATING or v != "fine"]
+    for rid, p, v in changed:
+        if p < C.MAX_RATING:
+            out.append(_rating(rid, C.PRESERVE_OUTSIDE, p))
+        if v != "fine":
+            out.append(_verdict(rid, v))
+    out.append({"id": "outside", "from_name": C.OUTSIDE, "to_name": C.EDITED, "type": "choices",
+                "value": {"choices": [C.OUTSIDE_NO if changed else C.OUTSIDE_YES]}})
     for i, name in enumerate(C.IMAGE_RATINGS):
-        out.append(_rating(f"{name[0]}{i}", name, noisy(truth[name])))
+        v = noisy(truth[name])
+        if name == C.ARTIFACTS and v == C.MAX_RATING and not any_artifact:
+            continue  # the default: no region marked artifact, no artifacts
+        out.append(_rating(f"{name[0]}{i}", name, v))
     return out, False
+
+
+def _verdict(rid: str, verdict: str) -> dict:
+    return {"id": rid, "from_name": C.VERDICT, "to_name": C.EDITED, "type": "choices",
+            "value": {"choices": [verdict]}}
 
 
 def _rating(rid: str, name: str, value: int) -> dict:

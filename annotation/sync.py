@@ -92,6 +92,10 @@ class ParsedRegion:
     preserve: int | None = None
     verdict: str | None = None
     reasons: list[str] = field(default_factory=list)
+    # Which values came from a recorded default rather than a click (annotation.config).
+    success_default: bool = False
+    preserve_default: bool = False
+    verdict_default: bool = False
 
 
 @dataclass
@@ -99,6 +103,8 @@ class ParsedAnnotation:
     ratings: dict[str, int | None]
     regions: list[ParsedRegion]
     reasons: list[str]
+    outside_preserved: bool | None = None   # the "everything outside preserved?" answer (None: not asked)
+    image_defaults: list[str] = field(default_factory=list)   # whole-image ratings filled by a default
 
     @property
     def valid(self) -> bool:
@@ -131,6 +137,8 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
     regions: dict[str, ParsedRegion] = {}
     per_region: dict[str, dict[str, Any]] = {}
     ratings: dict[str, int | None] = {k: None for k in C.IMAGE_RATINGS}
+    outside: bool | None = None
+    defaults: list[str] = []   # whole-image ratings filled by a default
     if not isinstance(result, list):
         return ParsedAnnotation(ratings, [], [f"result is {type(result).__name__}, not a list"])
     for item in result:
@@ -143,8 +151,16 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
             reg = ParsedRegion(rid, f"{region_set_id}:{idx}" if idx is not None and region_set_id else None)
             regions[rid] = reg
             _parse_brush(reg, item, value, width, height)
-        elif name in C.REGION_RATINGS or name == C.VERDICT:
+        elif name in C.REGION_RATINGS or name in (C.VERDICT, C.PRESERVE_OUTSIDE):
             per_region.setdefault(rid, {})[name] = value
+        elif name == C.OUTSIDE:
+            choices = value.get("choices") if isinstance(value, dict) else None
+            if choices == [C.OUTSIDE_YES]:
+                outside = True
+            elif choices == [C.OUTSIDE_NO]:
+                outside = False
+            else:
+                reasons.append(f"outside: {choices!r} is not one of {[C.OUTSIDE_YES, C.OUTSIDE_NO]}")
         elif name in C.IMAGE_RATINGS:
             r, err = _rating(value)
             ratings[name] = r
@@ -157,6 +173,8 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
         if reg is None:
             reasons.append(f"ratings for region {rid!r} that has no mask")
             continue
+        if C.PRESERVE_OUTSIDE in values and C.PRESERVE not in values:
+            values[C.PRESERVE] = values[C.PRESERVE_OUTSIDE]
         for name in C.REGION_RATINGS:
             if name in values:
                 r, err = _rating(values[name])
@@ -169,7 +187,17 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
                 reg.reasons.append(f"verdict {choices!r} is not one of {list(C.VERDICTS)}")
             else:
                 reg.verdict = choices[0]
+    if outside is not None:
+        _apply_defaults(list(regions.values()), outside, reasons)
+        if ratings[C.ARTIFACTS] is None and not any(r.verdict == "artifact" for r in regions.values()) \
+                and not any(x.startswith(C.ARTIFACTS) for x in reasons):
+            ratings[C.ARTIFACTS] = C.MAX_RATING
+            defaults.append(C.ARTIFACTS)
     for reg in regions.values():
+        if reg.verdict == C.UNSURE:  # cannot judge: its stars are not ratings (curation sees them missing)
+            reg.success = reg.preserve = None
+            reg.success_default = reg.preserve_default = False
+            continue
         if reg.preserve is None and not any(s.startswith("preserve") for s in reg.reasons):
             reg.reasons.append("missing preserve rating")
         if reg.kind != "background" and reg.success is None and not any(s.startswith("success") for s in reg.reasons):
@@ -179,7 +207,36 @@ def parse_result(result: list[dict], width: int, height: int, region_set_id: str
             reasons.append(f"missing {name} rating")
     if not regions:
         reasons.append("no regions")
-    return ParsedAnnotation(ratings, list(regions.values()), reasons)
+    return ParsedAnnotation(ratings, list(regions.values()), reasons, outside, defaults)
+
+
+def _apply_defaults(regions: list[ParsedRegion], outside: bool, reasons: list[str]) -> None:
+    """Fill what the labeling config lets an annotator leave (annotation.config), marking each
+    filled value as a default. Edit regions: verdict from success. Context/background: preserve 5
+    and verdict 'fine' unless rated; a context region's success is its preserve (it was asked to
+    stay as it is); an edit region's preserve is 5 unless its verdict is artifact. Answered "no"
+    but no region marked as changed: contradictory, invalid."""
+    outside_regions = [r for r in regions if r.kind in ("context", "background")]
+    if not outside and outside_regions and not any(
+            (r.preserve is not None and r.preserve < C.MAX_RATING) or (r.verdict not in (None, "fine"))
+            for r in outside_regions):
+        reasons.append("answered that something outside the edit changed, but rated no context/background "
+                       "region below 5 stars or with a verdict")
+    for r in regions:
+        if r.verdict == C.UNSURE:
+            continue
+        if r.kind == "edit":
+            if r.verdict is None and r.success is not None:
+                r.verdict, r.verdict_default = C.default_edit_verdict(r.success), True
+            if r.preserve is None and r.verdict != "artifact":
+                r.preserve, r.preserve_default = C.MAX_RATING, True
+        elif r.kind in ("context", "background"):
+            if r.preserve is None:
+                r.preserve, r.preserve_default = C.MAX_RATING, True
+            if r.verdict is None:
+                r.verdict, r.verdict_default = "fine", True
+            if r.kind == "context" and r.success is None:
+                r.success, r.success_default = r.preserve, True
 
 
 def _parse_brush(reg: ParsedRegion, item: dict, value: dict, width: int, height: int) -> None:
@@ -454,10 +511,12 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
                              a.get("lead_time"), result_text, editor))
             currents.append((ann_id, project_key, key, key.split(":", 1)[1], annotator, version, upd, cancelled,
                              False, pa.valid, pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
-                             pa.ratings[C.ARTIFACTS], editor, flagged))
+                             pa.ratings[C.ARTIFACTS], editor, flagged, pa.outside_preserved,
+                             C.ARTIFACTS in pa.image_defaults))
             regions_rows += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
                               *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
-                              not r.reasons, ", ".join(r.reasons) or None) for r in pa.regions]
+                              not r.reasons, ", ".join(r.reasons) or None,
+                              r.success_default, r.preserve_default, r.verdict_default) for r in pa.regions]
             if cur:
                 summary.updated += 1
             else:
@@ -478,10 +537,11 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
         insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
                                          "version", "updated_at", "was_cancelled", "is_deleted", "valid",
                                          "invalid_reason", "overall", "naturalness", "artifacts", "updated_by",
-                                         "edited_by_other"], currents)
+                                         "edited_by_other", "outside_preserved", "artifacts_default"], currents)
         insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
                                                 "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",
-                                                "verdict", "valid", "invalid_reason"], regions_rows)
+                                                "verdict", "valid", "invalid_reason", "success_default",
+                                                "preserve_default", "verdict_default"], regions_rows)
         # Annotations the warehouse has for these tasks that Label Studio no longer has.
         gone = [(ann_id, v) for ann_id, v in current.items() if not v[2] and ann_id not in live]
         for ann_id, v in gone:

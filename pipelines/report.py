@@ -46,6 +46,20 @@ def stage_counts(wh: Warehouse, batch_id: str) -> list[list[Any]]:
     ]
 
 
+def annotator_throughput_section(wh: Warehouse) -> list[str]:
+    """Per-annotator lead time, tasks per hour, explicit vs default ratings, agreement and gold
+    accuracy (warehouse.curation.throughput); empty when nothing is annotated."""
+    from warehouse.curation.throughput import annotator_throughput, throughput_markdown
+
+    rows = annotator_throughput(wh)
+    if not rows:
+        return []
+    return ["## Annotator throughput", "",
+            "Lead time is Label Studio's `lead_time` (seconds in the editor); tasks / hour = 3600 / mean "
+            "lead time; explicit ratings = share of region ratings clicked rather than filled by a default.",
+            ""] + throughput_markdown(rows) + [""]
+
+
 def demo_report(ws: Workspace, cfg: Any, base_url: str, times: dict[str, float], batch_id: str) -> Path:
     wh = Warehouse.open(ws)
     now = dt.datetime.now(dt.timezone.utc)
@@ -72,6 +86,8 @@ def demo_report(ws: Workspace, cfg: Any, base_url: str, times: dict[str, float],
                 lines += ["### Annotators", ""]
                 lines += _table(["annotator", "simulated", "ratings", "MAE vs others (stars)",
                                  "within 1 star", "flagged", "why"], [list(r) for r in aq]) + [""]
+
+    lines += annotator_throughput_section(wh)
 
     models = wh.query_dicts("SELECT m.model_id, m.dataset_id, m.n_params, e.metrics FROM models m "
                             "LEFT JOIN evaluations e ON e.model_id = m.model_id AND e.split = 'test' "

@@ -18,6 +18,8 @@ from warehouse.curation.agreement import agreement_report as compute_agreement_r
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
                                        check_no_leakage)
 from warehouse.curation.dataset import latest_version_id
+from warehouse.curation.throughput import annotator_throughput, throughput_markdown
+from warehouse.db import Warehouse
 
 GROUP = "curation"
 
@@ -49,9 +51,11 @@ def aggregated_labels(workspace: WorkspaceResource) -> dg.MaterializeResult:
 def agreement_report(config: CurationRunConfig, workspace: WorkspaceResource) -> dg.MaterializeResult:
     report = compute_agreement_report(workspace.workspace(), config.curation_config())
     summary = report.summary()
+    throughput = annotator_throughput(Warehouse.open(workspace.workspace()), report.report_id)
     return dg.MaterializeResult(
         metadata={"report_id": report.report_id, "alpha": dg.MetadataValue.json(summary["alpha"]),
-                  "flagged_annotators": dg.MetadataValue.json(report.flagged_annotators)},
+                  "flagged_annotators": dg.MetadataValue.json(report.flagged_annotators),
+                  "annotator_throughput": dg.MetadataValue.md("\n".join(throughput_markdown(throughput)))},
         data_version=dg.DataVersion(report.report_id))
 
 

@@ -26,7 +26,7 @@ class RegionProposalsConfig(dg.Config):
     device: str = "auto"
     name: str = "default"
     points_per_side: int = 16
-    max_regions: int = 12
+    max_regions: int = ProposerConfig().max_regions   # one default: the proposer's
     min_area_frac: float = 0.002
     nms_iou: float = 0.7
 

@@ -43,7 +43,12 @@ class ProposerConfig:
     # Post-processing.
     min_area_frac: float = 0.002           # drop regions smaller than this fraction of the image
     nms_iou: float = 0.7                   # mask IoU above which the lower-priority region drops
-    max_regions: int = 12                  # cap on non-background regions per set
+    # Cap on non-background regions per set, edit regions first, then the largest context
+    # regions: every region costs annotator clicks (4 + background; it was 12: see
+    # benchmarks/results/annotator.md).
+    max_regions: int = 4
+    fragment_gap_frac: float = 0.03        # change components closer than this x long side merge
+    sliver_px: int = 2                     # a change component no deeper than this is a sliver
     edit_min_cover: float = 0.3            # SAM edit mask must cover this much of its change
     # SAM.
     context_generator: str = "grid"        # 'grid' (low-res filtered point grid) | 'amg'

@@ -104,6 +104,27 @@ def components(mask: np.ndarray, min_area: int = 1) -> list[np.ndarray]:
     return [labels == i for i in order]
 
 
+def merge_fragments(comps: list[np.ndarray], gap_px: int, sliver_px: int = 0) -> list[np.ndarray]:
+    """Fragments of one change -> one component. Components (bool [H, W]) closer than `gap_px`
+    pixels to each other are unioned (one recolour broken up by unchanged pixels is one edit for
+    an annotator); components farther apart stay separate (the targets of a multi-region
+    instruction). A sliver (no pixel deeper than `sliver_px` inside it: a thin line of changed
+    edge pixels) that has no larger neighbour to merge into is dropped. Largest first."""
+    if not comps:
+        return []
+    union = np.logical_or.reduce(comps)
+    groups = measure.label(ndi.binary_dilation(union, iterations=gap_px) if gap_px > 0 else union,
+                           connectivity=2)
+    merged: dict[int, np.ndarray] = {}
+    for comp in comps:
+        g = int(groups[comp].max())
+        merged[g] = merged[g] | comp if g in merged else comp.copy()
+    out = list(merged.values())
+    if sliver_px > 0:
+        out = [m for m in out if ndi.distance_transform_edt(np.pad(m, 1)).max() > sliver_px]
+    return sorted(out, key=lambda m: -int(m.sum()))
+
+
 def prompt_for(component: np.ndarray, pad_frac: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """SAM prompts for one change component: a box [4] (x1, y1, x2, y2, padded by pad_frac of
     its size, clipped to the image) and a positive point [2] (x, y) at the component's most

@@ -25,7 +25,7 @@ from pycocotools import mask as coco_mask
 from sfreward.regions import classical
 from sfreward.regions import sam as samlib
 from sfreward.regions.base import Candidate, ProposalError, ProposerConfig, Region, bbox_of, check_image
-from sfreward.regions.changemap import change_map, components, match_size, prompt_for, to_lab
+from sfreward.regions.changemap import change_map, components, match_size, merge_fragments, prompt_for, to_lab
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,9 @@ class Proposer:
         min_px = max(1, math.ceil(c.min_area_frac * union.size))
         # Largest changes first; more than max_regions could never all be kept anyway, and a
         # global restyle can shatter into hundreds of components (memory: one mask each).
-        comps = components(union, min_area=min_px)[:max(1, c.max_regions)]
+        comps = components(union, min_area=min_px)[:max(1, 8 * c.max_regions)]
+        comps = merge_fragments(comps, round(c.fragment_gap_frac * max(union.shape)),
+                                c.sliver_px)[:max(1, c.max_regions)]
         given = _provided_candidates(provided or [], source.shape[:2])
         if given:  # changes a provided mask already explains need no region of their own
             covered = np.logical_or.reduce([g.mask for g in given])

@@ -57,8 +57,9 @@ def test_annotator_sees_task_regions_and_ratings(labelstudio, tmp_path):
                 raise AssertionError(f"the task's images did not load: {sizes}")
             body = page.inner_text("body")
             assert "make the box in the astronaut photo more colorful" in body
-            for hint in ("Overall quality of the edit", "Naturalness of the edited image", "Artifacts (5 = none)"):
-                assert hint in body
+            for name in C.IMAGE_RATINGS + (C.OUTSIDE,):
+                assert C._HINTS[name] in body
+            assert C.GUIDELINES in body
             # The three prefilled proposal regions are listed.
             regions_panel = page.locator("[class*='outliner'], [class*='regions']").filter(has_text="background")
             assert regions_panel.count() > 0

@@ -121,3 +121,94 @@ def test_drawn_region_has_no_proposal_id(box):
            _rate("AbC123xyz", "preserve", 2)] + _image()
     (r,) = parse_result(res, 40, 30, "rs1").regions
     assert r.region_id is None and r.region_key == "AbC123xyz"
+
+
+# ----------------------------------------------------------------- required ratings and defaults
+def _choice(rid, name, v):
+    return {"id": rid, "from_name": name, "to_name": "edited", "type": "choices", "value": {"choices": [v]}}
+
+
+def test_config_requires_what_label_studio_must_enforce():
+    root = ET.fromstring(C.LabelConfig().xml())
+    by_name = {el.get("name"): el for el in root.iter() if el.get("name")}
+    el = by_name["success"]
+    assert (el.get("required"), el.get("perRegion"), el.get("whenLabelValue")) == ("true", "true", "edit")
+    assert "selected" in el.get("requiredMessage")
+    # Defaults instead of required clicks: edit preserve (5 unless artifact), image artifacts.
+    assert by_name["preserve"].get("required") is None and by_name["preserve"].get("whenLabelValue") == "edit"
+    po = by_name["preserve_outside"]
+    assert po.get("required") is None and po.get("whenLabelValue") == "context,background"
+    outside = by_name["outside"]
+    assert outside.get("required") == "true" and [c.get("value") for c in outside] == [C.OUTSIDE_YES, C.OUTSIDE_NO]
+    assert [by_name[n].get("required") for n in C.IMAGE_RATINGS] == ["true", "true", None]
+    assert "unsure" in [c.get("value") for c in by_name["verdict"]]
+    # Fixed keys, none of them an editor tool key (b brush, e eraser, ...).
+    assert [lab.get("hotkey") for lab in by_name["region"]] == ["1", "2", "3"]
+    assert [c.get("hotkey") for c in by_name["verdict"]] == ["6", "7", "8", "9", "0", "u"]
+    assert [c.get("hotkey") for c in outside] == ["y", "n"]
+    assert "1 = " in C.GUIDELINES and "5 = " in C.GUIDELINES
+    assert f"opacity: {C.LabelConfig().region_opacity}" in root.find("Style").text
+
+
+@pytest.fixture
+def three(box):
+    ctx = np.zeros_like(box)
+    ctx[20:, :10] = True
+    return box, ctx, ~(box | ctx)
+
+
+def _three_regions(three, outside):
+    edit, ctx, bg = three
+    res = [_brush("p0", edit), _rate("p0", "success", 4),
+           _brush("p1", ctx, "context"), _brush("p2", bg, "background")] + _image()[:2]
+    return res + ([_choice("out", "outside", outside)] if outside else [])
+
+
+def test_outside_yes_fills_defaults_and_records_them(three):
+    pa = parse_result(_three_regions(three, C.OUTSIDE_YES), 40, 30, "rs1")
+    assert pa.valid, pa.invalid_reason
+    assert pa.outside_preserved is True
+    e, c, b = pa.regions
+    assert (e.success, e.preserve, e.verdict) == (4, 5, "correct_edit")
+    assert (e.success_default, e.preserve_default, e.verdict_default) == (False, True, True)
+    assert pa.ratings["artifacts"] == 5 and pa.image_defaults == ["artifacts"]
+    assert (c.success, c.preserve, c.verdict) == (5, 5, "fine")
+    assert (c.success_default, c.preserve_default, c.verdict_default) == (True, True, True)
+    assert (b.success, b.preserve, b.verdict, b.preserve_default) == (None, 5, "fine", True)
+
+
+def test_outside_no_rates_what_changed_and_defaults_the_rest(three):
+    res = _three_regions(three, C.OUTSIDE_NO) + [_rate("p2", "preserve_outside", 2), _choice("p2", "verdict", "artifact")]
+    pa = parse_result(res, 40, 30, "rs1")
+    # A region marked artifact: the whole-image artifacts rating has no default any more.
+    assert not pa.valid and pa.invalid_reason == "missing artifacts rating"
+    pa = parse_result(res + [_rate("a", "artifacts", 2)], 40, 30, "rs1")
+    assert pa.valid, pa.invalid_reason
+    assert pa.ratings["artifacts"] == 2 and pa.image_defaults == []
+    e, c, b = pa.regions
+    assert (b.preserve, b.verdict, b.preserve_default, b.verdict_default) == (2, "artifact", False, False)
+    assert (c.preserve, c.preserve_default) == (5, True)
+
+
+def test_contradictions_and_incomplete_work_stay_invalid(three):
+    # "Something changed" but nothing rated as changed.
+    pa = parse_result(_three_regions(three, C.OUTSIDE_NO), 40, 30, "rs1")
+    assert not pa.valid and "rated no context/background region" in pa.invalid_reason
+    # Without the outside answer (an older config or an API client) nothing is filled.
+    pa = parse_result(_three_regions(three, None), 40, 30, "rs1")
+    assert not pa.valid and "region p1: missing preserve rating, missing success rating" in pa.invalid_reason
+    # An edit region marked artifact needs its preserve rating; its success is never defaulted.
+    res = _three_regions(three, C.OUTSIDE_YES) + [_choice("p0", "verdict", "artifact"), _rate("a", "artifacts", 3)]
+    pa = parse_result(res, 40, 30, "rs1")
+    assert not pa.valid and pa.invalid_reason == "region p0: missing preserve rating"
+    res = [r for r in _three_regions(three, C.OUTSIDE_YES) if not (r["id"] == "p0" and r["from_name"] == "success")]
+    pa = parse_result(res, 40, 30, "rs1")
+    assert not pa.valid and pa.invalid_reason == "region p0: missing success rating"
+
+
+def test_unsure_region_counts_as_missing_not_as_a_rating(three):
+    res = _three_regions(three, C.OUTSIDE_YES) + [_choice("p0", "verdict", "unsure")]
+    pa = parse_result(res, 40, 30, "rs1")
+    assert pa.valid, pa.invalid_reason
+    e = pa.regions[0]
+    assert (e.success, e.preserve, e.verdict, e.verdict_default) == (None, None, "unsure", False)

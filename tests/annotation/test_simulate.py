@@ -203,8 +203,18 @@ def test_annotate_task_is_deterministic_and_rounds_truth():
     by = {(r["id"], r["from_name"]): r["value"] for r in res}
     assert by[("p0", "region")]["brushlabels"] == ["edit"]          # kind corrected from the truth
     assert by[("p0", "success")]["rating"] == 5 and by[("p0", "preserve")]["rating"] == 4
-    assert ("p1", "success") not in by and by[("p1", "preserve")]["rating"] == 5
-    assert {r["from_name"] for r in res if r["type"] == "rating" and not r["id"].startswith("p")} == set(C.IMAGE_RATINGS)
+    # Everything outside the edit is untouched: one "yes" instead of the background's ratings.
+    assert ("p1", "success") not in by and ("p1", "preserve") not in by and ("p1", "preserve_outside") not in by
+    assert by[("outside", "outside")]["choices"] == [C.OUTSIDE_YES]
+    # A damaged background: "no", and only that region rated.
+    truth["regions"][1].update(preserve=10.0, verdict="artifact")
+    by = {(r["id"], r["from_name"]): r["value"] for r in annotate_task(bot, task, truth)[0]}
+    assert by[("outside", "outside")]["choices"] == [C.OUTSIDE_NO]
+    assert by[("p1", "preserve_outside")]["rating"] == 2 and by[("p1", "verdict")]["choices"] == ["artifact"]
+    # Artifacts 5 with no region marked artifact is the default (left out); marked: given.
+    image = {r["from_name"] for r in res if r["type"] == "rating" and not r["id"].startswith("p")}
+    assert image == {C.OVERALL, C.NATURALNESS}
+    assert ("a2", C.ARTIFACTS) in by
 
 
 def test_overlap_caps_annotators_per_task(annotated):

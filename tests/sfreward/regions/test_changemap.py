@@ -82,3 +82,21 @@ def test_edit_touching_the_border_keeps_its_border_pixels():
     cm = change_map(src, edited)
     assert iou(cm, truth) >= 0.9
     assert cm[0, 5:75].all() and cm[5:75, 0].all()
+
+
+def test_merge_fragments_joins_one_change_keeps_separate_targets_drops_slivers():
+    from sfreward.regions.changemap import merge_fragments
+
+    def box(y1, y2, x1, x2):
+        m = np.zeros((100, 100), bool)
+        m[y1:y2, x1:x2] = True
+        return m
+
+    a, a2 = box(10, 30, 10, 30), box(10, 30, 33, 50)     # one recolour split by a 3 px seam
+    far = box(70, 90, 70, 90)                           # a second target of the instruction
+    sliver = box(50, 51, 0, 40)                         # a 1 px line of changed edge pixels
+    out = merge_fragments([a, a2, far, sliver], gap_px=3, sliver_px=2)
+    assert len(out) == 2
+    assert np.array_equal(out[0], a | a2) and np.array_equal(out[1], far)
+    # Without a gap nothing merges; without a sliver depth the line stays.
+    assert len(merge_fragments([a, a2, far, sliver], gap_px=0, sliver_px=0)) == 4

@@ -146,7 +146,7 @@ def test_config_hash_is_stable_and_sensitive(tmp_path):
     a = ProposerConfig(model_type="vit_b", checkpoint="/a/sam_vit_b_01ec64.pth", device="cpu")
     b = ProposerConfig(model_type="vit_b", checkpoint="/b/sam_vit_b_01ec64.pth", device="cuda")
     assert a.config_hash() == b.config_hash() and len(a.config_hash()) == 16
-    assert dataclasses.replace(a, max_regions=5).config_hash() != a.config_hash()
+    assert dataclasses.replace(a, max_regions=12).config_hash() != a.config_hash()
     assert ProposerConfig().proposer == "classical" and a.proposer == "sam:vit_b"
 
 
