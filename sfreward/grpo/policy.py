@@ -8,8 +8,10 @@ it must find the region from the words and the picture.
 `sfreward.synthetic`, deliberately briefly so that RL has headroom; `cached_policy` keeps the
 result under a content hash of the config, the data and this file.
 
-Images: float [B, 3, H, W] in [0, 1] outside; the policy works in [-1, 1] ("latent" = pixels,
-no VAE), and one credit token is `patch x patch` pixels.
+Images: float [B, 3, H, W] in [0, 1] outside. The flow runs on the edit residual
+x0 = 2 (edited - source) ("latent" = pixels, no VAE; an untouched pixel is 0), so keeping the
+rest of the picture is easy and finding and doing the edit is what is learned; `to_image`
+maps a sample back. One credit token is `patch x patch` pixels.
 """
 from __future__ import annotations
 
@@ -89,6 +91,15 @@ class EditPolicy(torch.nn.Module):
         return {"source": torch.cat([sources * 2 - 1, coords], 1),
                 "text": hash_words(instructions, self.cfg.text_buckets)}
 
+    @staticmethod
+    def to_latent(edited: Tensor, sources: Tensor) -> Tensor:
+        return 2 * (edited - sources)
+
+    @staticmethod
+    def to_image(x: Tensor, sources: Tensor) -> Tensor:
+        """Sampled residual [B, 3, H, W] -> edited image in [0, 1]."""
+        return (sources + x / 2).clamp(0, 1)
+
     def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Any]) -> Tensor:
         c = dict(cond, class_labels=self.text_proj(cond["text"]))
         return self._adapter.velocity(x, sigma, c)
@@ -99,7 +110,7 @@ class EditPolicy(torch.nn.Module):
 def flow_matching_loss(policy: EditPolicy, src: Tensor, target: Tensor, instr: list[str],
                        gen: torch.Generator) -> Tensor:
     """Rectified-flow loss: x_s = (1 - s) x0 + s eps, v* = eps - x0; images in [0, 1]."""
-    x0 = target * 2 - 1
+    x0 = policy.to_latent(target, src)
     eps = torch.randn(x0.shape, generator=gen)
     s = torch.rand(x0.shape[0], generator=gen)
     xs = (1 - s)[:, None, None, None] * x0 + s[:, None, None, None] * eps

@@ -202,7 +202,8 @@ GroupRewardFn = Callable[[Any, Tensor, str], GroupReward]
 def grpo_step(policy: Any, optimizer: torch.optim.Optimizer, sources: Tensor, instructions: list[str],
               reward_fn: GroupRewardFn, cfg: GRPOConfig, generator: torch.Generator,
               reference: Any = None, inner_steps: int = 1) -> dict[str, Any]:
-    """One GRPO step of an editing policy over P prompts (sources [P, 3, H, W] in [0, 1]).
+    """One GRPO step of an editing policy over P prompts (sources [P, 3, H, W] in [0, 1]; the
+    policy has `condition(sources, instructions)` and `to_image(x, sources)`).
     Rollouts are generated in one batch (P * G), scored per group, trained on `inner_steps`
     times (the first is on-policy; later ones use the clipped ratio)."""
     cfg.validate()
@@ -211,7 +212,7 @@ def grpo_step(policy: Any, optimizer: torch.optim.Optimizer, sources: Tensor, in
     sig = flow_sigmas(cfg.num_steps, cfg.shift)
     cond = _rep(policy.condition(sources, instructions), G)
     ro = sample(policy, cond, (P * G, policy.latent_channels, H, W), sig, cfg.noise_level, generator)
-    images = ((ro.final + 1) / 2).clamp(0, 1)
+    images = policy.to_image(ro.final, sources.repeat_interleave(G, 0))
     src_u8 = (sources.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype("uint8")
     rewards = [reward_fn(src_u8[p], images[p * G:(p + 1) * G], instructions[p]) for p in range(P)]
     K = max(r.region_rewards.shape[1] for r in rewards)
