@@ -20,6 +20,8 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quick", action="store_true", help="tiny config for tests (numbers mean nothing)")
     g.add_argument("--steps", type=int, default=None, help=f"GRPO steps per run (default {d.rl_steps})")
     g.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
+    g.add_argument("--pretrain-steps", type=int, default=None,
+                   help=f"flow-matching steps of the editor before RL (default {d.pretrain_steps})")
     g.set_defaults(func=cmd_experiment_grpo)
 
 
@@ -30,6 +32,8 @@ def cmd_experiment_grpo(args: argparse.Namespace) -> int:
     cfg = GRPOExperimentConfig.quick() if args.quick else GRPOExperimentConfig()
     if args.steps is not None:
         cfg.rl_steps = args.steps
+    if args.pretrain_steps is not None:
+        cfg.pretrain_steps = args.pretrain_steps
     if args.seeds:
         try:
             cfg.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -133,7 +133,7 @@ def pretrain_policy(cfg: PolicyConfig, pairs: dict[str, Any]) -> EditPolicy:
         loss.backward()
         opt.step()
         if step % 100 == 0:
-            log.info("policy pretraining step %d: flow-matching loss %.4f", step, float(loss))
+            log.info("policy pretraining step %d: flow-matching loss %.4f", step, float(loss.detach()))
     return policy.eval()
 
 

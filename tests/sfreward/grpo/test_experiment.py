@@ -12,8 +12,13 @@ import torch
 from sfreward.experiments.grpo_data import build_prompts, oracle
 
 
-def test_oracle_scores_ideal_and_source():
-    pre, train, held = build_prompts(32, 0, 2, 1)
+@pytest.fixture(scope="module")
+def prompts():
+    return build_prompts(32, 0, 2, 1)
+
+
+def test_oracle_scores_ideal_and_source(prompts):
+    pre, train, held = prompts
     p = held[0]
     assert p.kind == "heldout" and p.targets.sum() == 1 and not any("chelsea" in q.name or "retina" in q.name for q in pre)
     ideal, src = oracle(p, p.ideal), oracle(p, p.source)
@@ -55,12 +60,11 @@ def test_quick_experiment_end_to_end(grpo_home, tmp_path):
     assert (out / "grpo_experiment.png").stat().st_size > 10_000 and (out / "grpo_examples.png").stat().st_size > 5_000
 
 
-def test_policy_pretraining_is_cached_by_content_hash(tmp_path):
+def test_policy_pretraining_is_cached_by_content_hash(tmp_path, prompts):
     from sfreward.experiments.grpo_data import pairs_tensor
     from sfreward.grpo.policy import PolicyConfig, cached_policy
 
-    pre, _, _ = build_prompts(32, 0, 1, 1)
-    pairs = pairs_tensor(pre[:4])
+    pairs = pairs_tensor(prompts[0][:4])
     cfg = PolicyConfig(channels=(8, 16), pretrain_steps=2, batch_size=2)
     a, key, cached = cached_policy(cfg, pairs, tmp_path)
     b, key2, cached2 = cached_policy(cfg, pairs, tmp_path)
