@@ -85,7 +85,6 @@ def plot_examples(sets: dict, before: dict, runs: list[dict], path: str | Path, 
     rows = [(s, i) for s, ps in sets.items() for i in range(min(3, len(ps)))]
     cols = ["source", "ideal edit (GT)", "pretrained"] + [f"after RL: {a}" for a in after]
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.1 * len(cols), 2.3 * len(rows)), squeeze=False)
-    n = before[rows[0][0]].shape[0] // min(3, len(sets[rows[0][0]])) if rows else 1
     for r, (s, i) in enumerate(rows):
         p = sets[s][i]
         per = before[s].shape[0] // min(3, len(sets[s]))
@@ -100,7 +99,6 @@ def plot_examples(sets: dict, before: dict, runs: list[dict], path: str | Path, 
                 ax.set_title(cols[c], fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"{s}\n{p.instruction[:38]}", fontsize=6)
-    del n
     fig.suptitle(f"example edits (seed {seed}, deterministic sampling from the same noise)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
