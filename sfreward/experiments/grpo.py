@@ -60,8 +60,8 @@ class GRPOExperimentConfig:
     @classmethod
     def quick(cls) -> "GRPOExperimentConfig":
         """For tests: seconds, not minutes (numbers mean nothing)."""
-        return cls(pretrain_steps=20, n_train=2, n_heldout=1, n_multiedit=1, group_size=3, num_steps=2,
-                   rl_steps=2, inner_steps=1, eval_every=2, eval_samples=1, seeds=[0])
+        return cls(pretrain_steps=5, n_train=2, n_heldout=1, n_multiedit=1, group_size=3, num_steps=2,
+                   rl_steps=1, inner_steps=1, eval_every=1, eval_samples=1, seeds=[0], threads=1)
 
     def validate(self) -> None:
         if not self.seeds:
