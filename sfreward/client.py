@@ -292,3 +292,36 @@ def make_flow_grpo_reward_fn(client: RewardClient, reduce: str = "mean", max_wor
         return scores, info
 
     return fn
+
+
+def make_multi_score_fn(client: RewardClient, reduce: str = "area", name: str = "sfreward", weight: float = 1.0,
+                        max_workers: int = 8) -> Callable:
+    """A drop-in for flow_grpo's `multi_score(device, score_dict)` closure:
+    `fn(images, prompts, metadata, ref_images=None, only_strict=True) -> (score_details, info)`.
+
+    The source images come from `ref_images` (N PIL images / uint8 HWC / float CHW, as flow_grpo's
+    editing scripts pass them), else from `metadata[i]["source"]`. `score_details` is what
+    multi_score returns: `{name: [N floats], "avg": [N floats]}` (`avg` = weight * score, the
+    only reward here); `info` (multi_score's second value, `{}` there) carries the region rewards:
+    "region_rewards", "advantages", "regions", "region_ids", "valid", "model_version",
+    "group_index" (see `make_flow_grpo_reward_fn`). `only_strict` is accepted and unused (it only
+    concerns GenEval). Any failure raises (`RewardServerError`, `ValueError`): never a zero.
+    """
+    base = make_flow_grpo_reward_fn(client, reduce=reduce, max_workers=max_workers, on_invalid="raise")
+
+    def fn(images: Any, prompts: Sequence[str], metadata: Sequence[dict] | None, ref_images: Any = None,
+           only_strict: bool = True) -> tuple[dict[str, list[float]], dict]:
+        n = len(prompts)
+        md = [dict(m or {}) for m in metadata] if metadata is not None else [{} for _ in range(n)]
+        if len(md) != n:
+            raise ValueError(f"metadata has {len(md)} entries for {n} prompts")
+        if ref_images is not None:
+            if len(ref_images) != n:
+                raise ValueError(f"ref_images has {len(ref_images)} images for {n} prompts")
+            for i in range(n):
+                md[i]["source"] = ref_images[i]
+        scores, info = base(images, prompts, md)
+        s = [float(x) for x in scores]
+        return {name: s, "avg": [weight * x for x in s]}, info
+
+    return fn

@@ -67,6 +67,8 @@ def register_experiment(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--group-size", type=int, default=d.group_size, help="rollouts per prompt")
     c.add_argument("--threshold", type=float, default=d.threshold, help="eval reward that counts as solved")
     c.set_defaults(func=cmd_experiment_credit)
+    from pipelines.cli.experiment import register_grpo
+    register_grpo(s)
 
 
 def cmd_experiment_credit(args: argparse.Namespace) -> int:
