@@ -5,7 +5,7 @@ regions (one label per region kind) live on the edited image; while a region is 
 the annotator rates it (edit success and preservation, 1..5 stars) and gives a verdict.
 Whole-image ratings: overall, naturalness, artifacts (5 = no artifacts).
 Ratings are stored raw (1..5); curation maps them to the 0..25 region-reward scale with
-`5 * rating` (docs/architecture.md). See annotation/README.md for the result format.
+warehouse/scale.py (1 star = 0, 5 stars = 25; docs/architecture.md, "Scales"). See annotation/README.md for the result format.
 """
 from __future__ import annotations
 
@@ -34,8 +34,6 @@ VERDICTS = ("correct_edit", "artifact", "unintended_change", "missed_edit", "fin
 REGION_RATINGS = (SUCCESS, PRESERVE)
 IMAGE_RATINGS = (OVERALL, NATURALNESS, ARTIFACTS)
 MAX_RATING = 5
-# Scores on the region-reward scale (0..25) are SCALE * stars.
-SCALE = 5
 
 _KIND_COLORS = {"edit": "#e6194b", "context": "#3cb44b", "background": "#4363d8"}
 _HINTS = {
@@ -108,8 +106,10 @@ class LabelConfig:
 
 
 def to_reward_scale(stars: int | None) -> float | None:
-    """1..5 stars -> 5..25 on the region-reward scale; None stays None (never 0)."""
-    return None if stars is None else float(SCALE * stars)
+    """1..5 stars -> 0..25 on the region-reward scale (the one definition:
+    warehouse.scale.stars_to_reward); None stays None (never 0)."""
+    from warehouse.scale import stars_to_reward
+    return stars_to_reward(stars)
 
 
 def prefill_result_id(idx: int) -> str:

@@ -40,7 +40,7 @@ from sfreward.inputs import (  # noqa: F401  (re-exported: the serving API's inp
     resize_masks,
 )
 
-SCALE = 25.0
+from warehouse.scale import REWARD_MAX as SCALE  # noqa: E402  (the one label scale)
 _REGION_COLS = ("success", "preserve", "success_std", "preserve_std")   # model outputs per region
 _ITEM_COLS = ("naturalness", "artifacts", "overall")                    # ... and per item
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sfreward.model.backbone import HashingTextEncoder, VisionBackbone, freeze_unused
 from sfreward.model.config import SFRewardConfig
 
-SCALE = 25.0
+from warehouse.scale import REWARD_MAX as SCALE  # noqa: E402  (the one label scale)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "model_card.json"
