@@ -111,3 +111,17 @@ def link_table(con: duckdb.DuckDBPyConnection, max_bits: int = SOURCE_HAMMING) -
         con.executemany("INSERT INTO src_links VALUES (?, ?)",
                         [[a, b] for a, b, _ in pairs] + [[b, a] for a, b, _ in pairs])
     return len(pairs)
+
+
+def hash_arrays(hashes: list[tuple[int, int, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """filters.dihedral_dhashes output -> (ident uint64 [W], every uint64 [V, W]) in the order
+    load_hashes uses (crop descending, then variant)."""
+    ordered = sorted(hashes, key=lambda t: (-t[0], t[1]))
+    every = np.array([w for _, _, w in ordered], dtype=np.int64).view(np.uint64)
+    return every[0].copy(), every
+
+
+def source_distance(a: list[tuple[int, int, list[int]]], b: list[tuple[int, int, list[int]]]) -> int:
+    """Perceptual distance (bits) of two images from their dihedral_dhashes (module docstring)."""
+    (ia, ea), (ib, eb) = hash_arrays(a), hash_arrays(b)
+    return int(pair_distances(np.stack([ia, ib]), np.stack([ea, eb]))[0, 1])
