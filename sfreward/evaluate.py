@@ -63,7 +63,8 @@ def _predict_all(model: SFRewardModel, ds: RegionDataset, batch_size: int) -> di
         samples = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
         b = collate(samples, ds)
         k = [len(s.region_ids) for s in samples]
-        out = model.predict(b["sources"], b["edits"], b["instructions"], list(b["masks"].split(k)))
+        out = model.predict(b["sources"], b["edits"], b["instructions"], list(b["masks"].split(k)),
+                            [s.kinds for s in samples])
         for key, v in {"success": out["success"], "preserve": out["preserve"],
                        "overall": out["overall"], "naturalness": out["naturalness"],
                        "artifacts": out["artifacts"], "t_region": b["targets"],
@@ -159,7 +160,8 @@ def corrupt_one_region(model: SFRewardModel, ds: RegionDataset, p: dict, bad_thr
         edt = s.edited.float()[None] / 255
         bad = corrupt(edt[0], s.masks[r] > 0.5, kind, seed=i)[None]
         masks = (s.masks > 0.5)
-        out = model.predict(torch.cat([src, src]), torch.cat([edt, bad]), [s.instruction] * 2, [masks, masks])
+        out = model.predict(torch.cat([src, src]), torch.cat([edt, bad]), [s.instruction] * 2, [masks, masks],
+                            [s.kinds, s.kinds])
         phi = torch.minimum(out["success"], out["preserve"]).cpu()
         k = masks.shape[0]
         bg = torch.tensor([kd == "background" for kd in s.kinds] * 2)

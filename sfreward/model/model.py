@@ -36,6 +36,14 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "model_card.json"
 LOGVAR_MIN, LOGVAR_MAX = -9.0, 2.0
+# Region kinds (docs/architecture.md, "Region kinds") as ids of the kind embedding; 0 = not given.
+KIND_IDS = {"edit": 1, "context": 2, "background": 3}
+OPTIONAL_KEYS = ("kind_emb.weight",)   # absent from models saved before it: loads as zeros (kind-blind)
+
+
+def kind_ids(kinds: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Region kind names -> long ids [R] (unknown or empty -> 0)."""
+    return torch.tensor([KIND_IDS.get(k, 0) for k in kinds], dtype=torch.long, device=device)
 
 
 class ArtifactError(RuntimeError):
@@ -101,6 +109,12 @@ class SFRewardModel(nn.Module):
         n_pix = 9 if config.pixel_diff else 0
         self.token_proj = nn.Sequential(nn.Linear(3 * d + n_pix, h), nn.GELU(), nn.LayerNorm(h))
         self.text = HashingTextEncoder(config)
+        # The region's kind (edit / context / background, part of every region input) added to
+        # its pooled features: whether a change is the instructed edit or damage depends on it
+        # (an unchanged region is a perfect context region and a missed edit). Zero-initialised,
+        # so a model without kinds (or saved before this existed) behaves exactly as before.
+        self.kind_emb = nn.Embedding(len(KIND_IDS) + 1, h)
+        nn.init.zeros_(self.kind_emb.weight)
         # region input: region pool, image mean, text, area fraction
         self.region_head = _mlp(3 * h + 1, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
         self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
@@ -111,12 +125,14 @@ class SFRewardModel(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
-                region_masks: torch.Tensor, region_image: torch.Tensor) -> dict[str, torch.Tensor]:
+                region_masks: torch.Tensor, region_image: torch.Tensor,
+                region_kind: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Score all regions of a batch.
 
         sources, edits: [B, 3, S, S] in [0, 1] (S = config.image_size).
         region_masks: [R, S, S] bool or float coverage in [0, 1], all images' regions packed.
         region_image: [R] long, image index of each region (each image has >= 1 region).
+        region_kind: optional [R] long kind ids (KIND_IDS; 0 = unknown).
         Returns normalized (0..1) tensors: success_mu, success_logvar, preserve_mu,
         preserve_logvar, region_weight: [R]; naturalness, artifacts, overall, background: [B].
         """
@@ -133,6 +149,8 @@ class SFRewardModel(nn.Module):
         area = cov.mean(1, keepdim=True)                                                  # [R, 1]
         w = cov / cov.sum(1, keepdim=True).clamp_min(1e-6)
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
+        if region_kind is not None:
+            pooled = pooled + self.kind_emb(region_kind.to(pooled.device)).to(pooled.dtype)
         img = tokf.mean(1)                                                                 # [B, h]
         txt = self.text(instructions, tokf.device).to(tokf.dtype)                         # [B, h]
 
@@ -171,12 +189,13 @@ class SFRewardModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
-                masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+                masks: list[torch.Tensor], kinds: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
         """Scores on the 0..25 scale (see docs/architecture.md, "Model interface").
 
         sources, edits: [B, 3, H, W] float in [0, 1]; resized here if H, W differ from
         config.image_size. instructions: list of B strings. masks: list of B bool tensors
-        [K_i, H, W]. Returns success, preserve, success_std, preserve_std, region_image,
+        [K_i, H, W]. kinds: optional list of B lists of K_i region kinds ('edit', 'context',
+        'background'). Returns success, preserve, success_std, preserve_std, region_image,
         region_weight: [sum K_i]; naturalness, artifacts, overall, background: [B].
         """
         if sources.ndim != 4 or sources.shape[1] != 3 or sources.shape != edits.shape:
@@ -186,6 +205,11 @@ class SFRewardModel(nn.Module):
         if len(instructions) != b:
             raise ValueError(f"instructions: expected {b} strings, got {len(instructions)}")
         packed, index = self.pack_masks(masks, b, (h, w))
+        region_kind = None
+        if kinds is not None:
+            if len(kinds) != b or any(len(k) != m.shape[0] for k, m in zip(kinds, masks)):
+                raise ValueError("kinds: expected one list of region kinds per image, one kind per mask")
+            region_kind = kind_ids([k for ks in kinds for k in ks], self.device)
         dtype = next(self.parameters()).dtype
         src, edt = sources.to(self.device, dtype), edits.to(self.device, dtype)
         s = self.config.image_size
@@ -197,7 +221,7 @@ class SFRewardModel(nn.Module):
         if was_training:  # eval()/train() walk every module: ~2 ms per call, so only when needed
             self.eval()
         try:
-            out = self.forward(src, edt, list(instructions), packed.to(dtype), index)
+            out = self.forward(src, edt, list(instructions), packed.to(dtype), index, region_kind)
         finally:
             if was_training:
                 self.train(True)
@@ -219,7 +243,7 @@ class SFRewardModel(nn.Module):
         idx = torch.zeros(1, dtype=torch.long, device=self.device)
 
         def run():
-            out = self.forward(x, x, ["a"], m, idx)
+            out = self.forward(x, x, ["a"], m, idx, torch.zeros(1, dtype=torch.long, device=self.device))
             return sum(v.sum() for v in out.values())
         return freeze_unused(self, run)
 
@@ -258,6 +282,8 @@ class SFRewardModel(nn.Module):
         model = cls(config)
         try:
             state = load_file(str(path / WEIGHTS_FILE))
+            for key in OPTIONAL_KEYS:   # older models: keep the zero initialisation
+                state.setdefault(key, model.state_dict()[key])
             model.load_state_dict(state, strict=True)
         except Exception as e:  # safetensors raises its own error types
             raise ArtifactError(f"model {path}: cannot load {WEIGHTS_FILE}: {e}") from e

@@ -175,3 +175,16 @@ def list_versions(ws: Workspace) -> list[DatasetVersion]:
 def latest_version_id(ws: Workspace) -> str | None:
     rows = Warehouse.open(ws).query("SELECT dataset_id FROM dataset_versions ORDER BY created_at DESC LIMIT 1")
     return rows[0][0] if rows else None
+
+
+def label_scale_of(ws: Workspace | Warehouse, dataset_id: str | None) -> str | None:
+    """The label scale (warehouse/scale.py) of a dataset version's scores: what it recorded, or
+    the legacy scale for versions built before label scales were recorded; None when the version
+    is unknown (e.g. a model registered without a dataset)."""
+    from warehouse.scale import LEGACY_LABEL_SCALE
+    if not dataset_id:
+        return None
+    try:
+        return get_version(ws, dataset_id).config.get("label_scale", LEGACY_LABEL_SCALE)
+    except KeyError:
+        return None

@@ -83,3 +83,18 @@ def test_bad_config_and_unknown_version(curation_ws):
         CurationConfig(split_linking="md5")
     with pytest.raises(KeyError, match="sfr-nope"):
         get_version(curation_ws, "sfr-nope")
+
+
+def test_label_scale_of_new_and_legacy_versions(curation_ws, annotated_warehouse):
+    from warehouse.curation.dataset import label_scale_of
+    from warehouse.scale import LEGACY_LABEL_SCALE
+
+    v = build_dataset(curation_ws, CurationConfig(**CFG))
+    assert label_scale_of(curation_ws, v.dataset_id) == LABEL_SCALE
+    # A version built before label scales were recorded (its config has no label_scale) is legacy.
+    wh = Warehouse.open(curation_ws)
+    old = {k: val for k, val in v.config.items() if k != "label_scale"}
+    with wh.write() as con:
+        con.execute("UPDATE dataset_versions SET config = ? WHERE dataset_id = ?", [json.dumps(old), v.dataset_id])
+    assert label_scale_of(curation_ws, v.dataset_id) == LEGACY_LABEL_SCALE
+    assert label_scale_of(curation_ws, "sfr-nope") is None and label_scale_of(curation_ws, None) is None
