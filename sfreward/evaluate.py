@@ -74,6 +74,25 @@ def _predict_all(model: SFRewardModel, ds: RegionDataset, batch_size: int) -> di
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def region_metrics(success: np.ndarray, preserve: np.ndarray, targets: np.ndarray, sample: np.ndarray,
+                   bad_threshold: float = 12.5) -> dict:
+    """Region SRCC/PLCC per dimension and their mean, and localization (see module docstring) of
+    predictions success, preserve [R] against targets [R, 2] (success, preserve; NaN = not rated)
+    grouped by sample [R]. The one implementation used against labels (evaluate) and against the
+    synthetic ground truth (the demo report)."""
+    m: dict = {}
+    for d, name in enumerate(("success", "preserve")):
+        pred = success if d == 0 else preserve
+        m[f"region_plcc_{name}"] = _corr(stats.pearsonr, pred, targets[:, d])
+        m[f"region_srcc_{name}"] = _corr(stats.spearmanr, pred, targets[:, d])
+    for kind in ("plcc", "srcc"):
+        vals = [m[f"region_{kind}_{n}"] for n in ("success", "preserve") if not math.isnan(m[f"region_{kind}_{n}"])]
+        m[f"region_{kind}_mean"] = float(np.mean(vals)) if vals else float("nan")
+    m.update(_localization({"success": success, "preserve": preserve, "t_region": targets, "sample": sample},
+                           bad_threshold))
+    return m
+
+
 def pairwise_accuracy(pred: np.ndarray, target: np.ndarray, key: np.ndarray, sample: np.ndarray,
                       margin: float) -> tuple[float, int]:
     """pred, target: [R]; pairs with equal key, different sample, |target gap| > margin."""
@@ -95,12 +114,7 @@ def evaluate(model: SFRewardModel, data_dir: str | Path, split: str = "test", ba
     p = _predict_all(model, ds, batch_size)
     m: dict[str, float | int | None] = {"n_samples": len(ds), "n_regions": int(len(p["key"])),
                                         "n_skipped": len(ds.skipped)}
-    for d, name in enumerate(("success", "preserve")):
-        m[f"region_plcc_{name}"] = _corr(stats.pearsonr, p[name], p["t_region"][:, d])
-        m[f"region_srcc_{name}"] = _corr(stats.spearmanr, p[name], p["t_region"][:, d])
-    for kind in ("plcc", "srcc"):
-        vals = [m[f"region_{kind}_{n}"] for n in ("success", "preserve") if not math.isnan(m[f"region_{kind}_{n}"])]
-        m[f"region_{kind}_mean"] = float(np.mean(vals)) if vals else float("nan")
+    m.update(region_metrics(p["success"], p["preserve"], p["t_region"], p["sample"], bad_threshold))
     accs, n_pairs = [], 0
     for d, name in enumerate(("success", "preserve")):
         acc, n = pairwise_accuracy(p[name], p["t_region"][:, d], p["key"], p["sample"], margin)
@@ -111,7 +125,6 @@ def evaluate(model: SFRewardModel, data_dir: str | Path, split: str = "test", ba
     m["n_pairs"] = n_pairs
     for d, name in enumerate(("overall", "naturalness", "artifacts")):
         m[f"image_plcc_{name}"] = _corr(stats.pearsonr, p[name], p["t_image"][:, d])
-    m.update(_localization(p, bad_threshold))
     if corrupt_test:
         m.update(corrupt_one_region(model, ds, p, bad_threshold))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}

@@ -8,7 +8,9 @@ One forward pass scores every region of a batch of (source, edited, instruction)
 2. Each region's mask is average-pooled onto the patch grid (coverage fraction of every
    patch), and region features are the coverage-weighted mean of the tokens of its image.
    Regions of all images are packed into one tensor with an index `region_image` (no Python
-   loop over regions).
+   loop over regions). Added to it: an embedding of the region's kind (edit / context /
+   background, when given) and an MLP of the region's own pixel statistics
+   (region_pixel_stats: change, high-frequency energy and colour over exactly its pixels).
 3. Heads: per region success/preserve mean and log-variance; per image naturalness and
    artifacts; overall = softmax(region logits within the image)-weighted phi_r with
    phi_r = min(success, preserve), preserve alone for the background. The background is each
@@ -38,7 +40,10 @@ CARD_FILE = "model_card.json"
 LOGVAR_MIN, LOGVAR_MAX = -9.0, 2.0
 # Region kinds (docs/architecture.md, "Region kinds") as ids of the kind embedding; 0 = not given.
 KIND_IDS = {"edit": 1, "context": 2, "background": 3}
-OPTIONAL_KEYS = ("kind_emb.weight",)   # absent from models saved before it: loads as zeros (kind-blind)
+N_REGION_STATS = 16
+# Absent from models saved before them: loaded with the zero initialisation (no effect).
+OPTIONAL_KEYS = ("kind_emb.weight", "region_stats.0.weight", "region_stats.0.bias", "region_stats.2.weight",
+                 "region_stats.2.bias")
 
 
 def kind_ids(kinds: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -100,6 +105,26 @@ def pixel_stats(sources: torch.Tensor, edits: torch.Tensor, g: int) -> torch.Ten
     return torch.cat([F.adaptive_avg_pool2d(diff.abs(), g), F.adaptive_avg_pool2d(diff, g), he, hs, he - hs], 1)
 
 
+def region_pixel_stats(sources: torch.Tensor, edits: torch.Tensor, region_masks: torch.Tensor,
+                       region_image: torch.Tensor) -> torch.Tensor:
+    """Per-region change statistics at full model resolution, mask-weighted means over each
+    region's own pixels: |edited - source| (3) and edited - source (3) per channel, the share of
+    pixels that changed visibly (|diff| > 0.05 in any channel, 1), high-frequency energy of
+    edited, source and their difference (3; blur lowers it, noise raises it), mean colour of the
+    edited and the source region (6). Unlike patch tokens (a transformer mixes every patch with
+    every other) these see exactly the region's pixels.
+    sources, edits [B, 3, S, S] in 0..1; region_masks [R, S, S] coverage; -> [R, 16]."""
+    diff = edits - sources
+    def hf(x):
+        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
+    he, hs = hf(edits), hf(sources)
+    changed = (diff.abs().amax(1, keepdim=True) > 0.05).to(diff.dtype)
+    maps = torch.cat([diff.abs(), diff, changed, he, hs, he - hs, edits, sources], 1)   # [B, 16, S, S]
+    m = region_masks.to(maps.dtype)
+    area = m.flatten(1).sum(1).clamp_min(1e-6)[:, None]                                  # [R, 1]
+    return torch.einsum("rhw,rchw->rc", m, maps[region_image]) / area
+
+
 class SFRewardModel(nn.Module):
     def __init__(self, config: SFRewardConfig):
         super().__init__()
@@ -115,6 +140,11 @@ class SFRewardModel(nn.Module):
         # so a model without kinds (or saved before this existed) behaves exactly as before.
         self.kind_emb = nn.Embedding(len(KIND_IDS) + 1, h)
         nn.init.zeros_(self.kind_emb.weight)
+        # Per-region pixel statistics (region_pixel_stats) added to the pooled features; the last
+        # layer starts at zero for the same reason.
+        self.region_stats = nn.Sequential(nn.Linear(N_REGION_STATS, h), nn.GELU(), nn.Linear(h, h))
+        nn.init.zeros_(self.region_stats[2].weight)
+        nn.init.zeros_(self.region_stats[2].bias)
         # region input: region pool, image mean, text, area fraction
         self.region_head = _mlp(3 * h + 1, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
         self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
@@ -151,6 +181,9 @@ class SFRewardModel(nn.Module):
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
         if region_kind is not None:
             pooled = pooled + self.kind_emb(region_kind.to(pooled.device)).to(pooled.dtype)
+        # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
+        rstats = region_pixel_stats(sources, edits, region_masks, region_image) * 4.0
+        pooled = pooled + self.region_stats(rstats.to(pooled.dtype))
         img = tokf.mean(1)                                                                 # [B, h]
         txt = self.text(instructions, tokf.device).to(tokf.dtype)                         # [B, h]
 

@@ -1,10 +1,11 @@
-"""Region kinds as a model input: zero-initialised (a model saved before it loads and scores
-exactly as before), and once trained they change the scores of the regions they name."""
+"""Region kinds and region pixel statistics as model inputs: zero-initialised (a model saved
+before them loads and scores exactly as before), and once trained kinds change the scores of the
+regions they name."""
 import torch
 from safetensors.torch import load_file, save_file
 
 from sfreward.model import SFRewardConfig, SFRewardModel
-from sfreward.model.model import WEIGHTS_FILE, kind_ids
+from sfreward.model.model import OPTIONAL_KEYS, WEIGHTS_FILE, kind_ids
 
 torch.set_num_threads(1)
 
@@ -25,10 +26,11 @@ def test_old_model_without_kind_embedding_loads_and_scores_the_same(tmp_path):
     model = SFRewardModel(SFRewardConfig()).eval()
     model.save_pretrained(tmp_path)
     state = load_file(str(tmp_path / WEIGHTS_FILE))
-    del state["kind_emb.weight"]                   # what a model saved before region kinds holds
+    for key in OPTIONAL_KEYS:                      # what a model saved before kinds and region stats holds
+        del state[key]
     save_file(state, str(tmp_path / WEIGHTS_FILE), metadata={"format": "pt"})
     old = SFRewardModel.from_pretrained(tmp_path)
-    assert torch.count_nonzero(old.kind_emb.weight) == 0
+    assert torch.count_nonzero(old.kind_emb.weight) == 0 and torch.count_nonzero(old.region_stats[2].weight) == 0
     src, edt, instr, masks = _inputs()
     a = old.predict(src, edt, instr, masks)
     b = old.predict(src, edt, instr, masks, kinds=[["edit", "background"]] * 2)
