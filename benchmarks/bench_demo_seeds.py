@@ -31,23 +31,29 @@ sys.path.insert(0, str(ROOT))
 SETUP_STAGES = ("Label Studio on 127.0.0.1", "Dagster instance")
 
 
-def run_seed(seed: int, home: Path) -> dict:
+def start_seed(seed: int, home: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    load0 = os.getloadavg()[0]
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "--home", str(home), "demo", "--seed", str(seed)],
-                          env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--home", str(home), "demo", "--seed", str(seed)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return {"seed": seed, "home": home, "proc": proc, "t0": time.perf_counter(), "load0": os.getloadavg()[0]}
+
+
+def finish_seed(job: dict) -> dict:
+    seed, home, proc = job["seed"], job["home"], job["proc"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    _, stderr = proc.communicate()
+    wall = time.perf_counter() - job["t0"]
+    load0 = job["load0"]
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "--home", str(home), "labelstudio", "down"],
+                   env=env, capture_output=True)
     if proc.returncode != 0:
-        return {"seed": seed, "error": proc.stderr[-2000:]}
+        return {"seed": seed, "error": stderr[-2000:]}
     times = {}
-    for line in proc.stderr.splitlines():   # "[k/n] <stage>: done in N s"
+    for line in stderr.splitlines():   # "[k/n] <stage>: done in N s"
         if line.startswith("[") and ": done in " in line:
             stage, sec = line.split("] ", 1)[1].rsplit(": done in ", 1)
             times[stage] = float(sec.split()[0])
     check = json.loads((home / "reports" / "heldout" / "reward_check.json").read_text())
-    subprocess.run([sys.executable, "-m", "pipelines.cli", "--home", str(home), "labelstudio", "down"],
-                   env=env, capture_output=True)
     return {"seed": seed, "check": check, "wall_s": wall, "stage_s": times, "load_start": load0,
             "load_end": os.getloadavg()[0],
             "pipeline_s": sum(v for k, v in times.items() if k not in SETUP_STAGES)}
@@ -72,19 +78,25 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo_seeds.md"))
     ap.add_argument("--keep", action="store_true", help="keep the workspaces (printed)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the seeds at the same time (each then gets a share of the CPUs: stage times grow)")
     args = ap.parse_args()
     results = []
-    for seed in args.seeds:
-        home = Path(tempfile.mkdtemp(prefix=f"sfr-demo-seed{seed}-"))
-        r = run_seed(seed, home)
-        results.append(r)
+    homes = {s: Path(tempfile.mkdtemp(prefix=f"sfr-demo-seed{s}-")) for s in args.seeds}
+    if args.parallel:
+        jobs = [start_seed(s, homes[s]) for s in args.seeds]
+        results = [finish_seed(j) for j in jobs]
+    else:
+        results = [finish_seed(start_seed(s, homes[s])) for s in args.seeds]
+    for r in results:
         print(row(r), flush=True)
-        if not args.keep:
-            shutil.rmtree(home, ignore_errors=True)
+        if args.keep:
+            print(f"workspace: {homes[r['seed']]}")
         else:
-            print(f"workspace: {home}")
+            shutil.rmtree(homes[r["seed"]], ignore_errors=True)
     lines = ["# Demo model as a reward, per seed", "",
-             f"Command: `.venv/bin/python benchmarks/bench_demo_seeds.py --seeds {' '.join(map(str, args.seeds))}`  ",
+             f"Command: `.venv/bin/python benchmarks/bench_demo_seeds.py --seeds {' '.join(map(str, args.seeds))}"
+             f"{' --parallel' if args.parallel else ''}`  ",
              f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.node()}, "
              f"{os.cpu_count()} CPUs (shared with other jobs: load average noted per run)", "",
              "Test split of each run (sources never seen in training). Required: region SRCC >= 0.6 vs labels and "

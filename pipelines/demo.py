@@ -31,7 +31,7 @@ telemetry:
 
 # The demo model and its training (`sfr train --set` keys; user overrides come after these). The
 # `demo` preset of sfreward.model.presets should carry the same model values.
-DEMO_TRAIN = ["max_steps=300", "batch_size=16", "lr=2e-3", "warmup_steps=20", "rank_weight=0.5",
+DEMO_TRAIN = ["max_steps=250", "batch_size=12", "lr=1.5e-3", "warmup_steps=20", "rank_weight=0.5",
               "num_threads=2"]
 
 
@@ -48,7 +48,7 @@ class DemoConfig:
     n_pictures: int = 4
     # Splits are by source photo (near-duplicates linked), so the test share is large enough to
     # hold >= 30 samples with exactly one bad region (the localization check needs them).
-    split_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3)
+    split_fractions: tuple[float, float, float] = (0.55, 0.1, 0.35)
     curation_overrides: dict = field(default_factory=dict)   # CurationConfig fields
     # Sources beyond the photos: procedural scenes (distinct sources), not mirrored copies.
     extra_sources: str = "procedural"
@@ -120,8 +120,9 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
     scores_json.write_text(json.dumps(records, indent=1, default=float))
     check = reward_check(ws, dataset_id, rows, scores)
     (out_dir / "reward_check.json").write_text(json.dumps(check, indent=1, default=float))
-    # Pictures: the samples whose regions differ most in predicted score (most informative).
-    order = sorted(range(len(rows)), key=lambda i: -_spread(scores[i]))[:n_pictures]
+    # Pictures: samples with a bad region by their labels (min(success, preserve) < 12.5) first,
+    # then those whose regions differ most in predicted score (most informative).
+    order = sorted(range(len(rows)), key=lambda i: (not _has_bad(rows[i]), -_spread(scores[i])))[:n_pictures]
     items = []
     for i in order:
         if not scores[i].valid:
@@ -201,6 +202,10 @@ def reward_check(ws: Workspace, dataset_id: str, rows: list[dict], scores: list)
 def _f(*vals) -> float:
     finite = [float(v) for v in vals if v is not None and np.isfinite(v)]
     return min(finite) if finite else float("nan")
+
+
+def _has_bad(row: dict, bad: float = 12.5) -> bool:
+    return any(_f(g.get("success"), g.get("preserve")) < bad for g in row["regions"])
 
 
 def _spread(s) -> float:
