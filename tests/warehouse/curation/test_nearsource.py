@@ -119,3 +119,16 @@ def test_perceptual_scheme_links_a_mirrored_copy_and_the_check_catches_leaks(cur
     assert ok and details["n_near_duplicates"] == 0 and details["n_test_sources"] > 0
     with wh.read() as con:     # once opted in, 'auto' follows the new scheme
         assert resolve_linking(con, CurationConfig(**base)).split_linking == "perceptual"
+
+
+def test_unreadable_source_is_skipped_not_fatal(curation_ws, annotated_warehouse):
+    from warehouse.curation.nearsource import ensure_source_hashes
+    wh = Warehouse.open(curation_ws)
+    shas = [r[0] for r in wh.query("SELECT DISTINCT source_sha256 FROM samples ORDER BY 1")]
+    path = LocalImageStore(curation_ws).local_path(shas[0])
+    path.write_bytes(b"not an image")               # truncated / corrupt bytes in the store
+    assert ensure_source_hashes(curation_ws) == {"hashed": len(shas) - 1, "failed": 1}
+    v = build_dataset(curation_ws, CurationConfig(dedupe_hamming=-1, fractions=(0.5, 0.25, 0.25)))
+    assert v.n_rows == 24                             # the batch still builds; that source links by sha256 only
+    ok, details = check_no_near_duplicate_sources(curation_ws, v.dataset_id)
+    assert ok and details["hash_failures"] == 1
