@@ -80,11 +80,18 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the workspaces (printed)")
     ap.add_argument("--parallel", action="store_true",
                     help="run the seeds at the same time (each then gets a share of the CPUs: stage times grow)")
+    ap.add_argument("--stagger", type=float, default=150.0,
+                    help="with --parallel, seconds between starts: Label Studio servers started at the same "
+                         "moment race for the same port")
     args = ap.parse_args()
     results = []
     homes = {s: Path(tempfile.mkdtemp(prefix=f"sfr-demo-seed{s}-")) for s in args.seeds}
     if args.parallel:
-        jobs = [start_seed(s, homes[s]) for s in args.seeds]
+        jobs = []
+        for i, s in enumerate(args.seeds):
+            if i:
+                time.sleep(args.stagger)
+            jobs.append(start_seed(s, homes[s]))
         results = [finish_seed(j) for j in jobs]
     else:
         results = [finish_seed(start_seed(s, homes[s])) for s in args.seeds]
