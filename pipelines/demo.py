@@ -48,7 +48,7 @@ class DemoConfig:
     n_pictures: int = 4
     # Splits are by source photo (near-duplicates linked), so the test share is large enough to
     # hold >= 30 samples with exactly one bad region (the localization check needs them).
-    split_fractions: tuple[float, float, float] = (0.55, 0.1, 0.35)
+    split_fractions: tuple[float, float, float] = (0.5, 0.1, 0.4)
     curation_overrides: dict = field(default_factory=dict)   # CurationConfig fields
     # Sources beyond the photos: procedural scenes (distinct sources), not mirrored copies.
     extra_sources: str = "procedural"
