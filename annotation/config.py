@@ -12,7 +12,7 @@ verdict), the unrated ones count as preserved (default). Whole-image ratings: ov
 naturalness (required), artifacts (5 = no artifacts; default 5 unless a region is marked artifact). Sync stores which values were explicit
 and which came from a default (annotation_regions.*_default).
 Ratings are stored raw (1..5); curation maps them to the 0..25 region-reward scale with
-`5 * rating` (docs/architecture.md). See annotation/README.md for the result format.
+warehouse/scale.py (1 star = 0, 5 stars = 25; docs/architecture.md, "Scales"). See annotation/README.md for the result format.
 """
 from __future__ import annotations
 
@@ -48,8 +48,6 @@ UNSURE = "unsure"
 REGION_RATINGS = (SUCCESS, PRESERVE)
 IMAGE_RATINGS = (OVERALL, NATURALNESS, ARTIFACTS)
 MAX_RATING = 5
-# Scores on the region-reward scale (0..25) are SCALE * stars.
-SCALE = 5
 
 _KIND_COLORS = {"edit": "#e6194b", "context": "#3cb44b", "background": "#4363d8"}
 _HOTKEYS = {"edit": "1", "context": "2", "background": "3"}
@@ -179,8 +177,10 @@ def default_edit_verdict(success: int | None) -> str | None:
 
 
 def to_reward_scale(stars: int | None) -> float | None:
-    """1..5 stars -> 5..25 on the region-reward scale; None stays None (never 0)."""
-    return None if stars is None else float(SCALE * stars)
+    """1..5 stars -> 0..25 on the region-reward scale (the one definition:
+    warehouse.scale.stars_to_reward); None stays None (never 0)."""
+    from warehouse.scale import stars_to_reward
+    return stars_to_reward(stars)
 
 
 def prefill_result_id(idx: int) -> str:

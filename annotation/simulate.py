@@ -14,7 +14,8 @@ region to the ground-truth regions by mask IoU, and fills in what the labeling c
 preserve and verdict; the "everything outside the edit preserved?" answer (yes when every other
 region looks untouched to the bot, else no plus preserve/verdict of the regions it sees changed);
 and whole-image overall / naturalness / artifacts.
-Ratings are 1..5 stars from the 0..25 truth: stars = clip(round(truth / 5 + bias + task_offset
+Ratings are 1..5 stars from the 0..25 truth, inverting the one label scale (warehouse/scale.py:
+1 star = 0, 5 stars = 25): stars = clip(round(reward_to_stars(truth) + bias + task_offset
 + N(0, rating_sd)), 1, 5), where task_offset ~ N(0, task_sd) is shared by all ratings of one
 task (a bot's mood on that item: correlated disagreement). Mistakes: skipping a task
 (`skip_prob`), a wrong verdict (`wrong_verdict_prob`), a sloppy mask edit (`mask_edit_prob`:
@@ -37,6 +38,7 @@ from annotation import config as C
 from annotation.client import Connection, LSHttp, connection
 from warehouse import masks as maskcodec
 from warehouse.db import Warehouse
+from warehouse.scale import STARS_MAX, STARS_MIN, reward_to_stars
 from warehouse.workspace import Workspace
 
 try:  # the fast codec when present; the official one otherwise
@@ -106,7 +108,7 @@ def stars(score: float | None, noise: float) -> int | None:
     """0..25 truth plus noise (in stars) -> 1..5 stars; None stays None."""
     if score is None:
         return None
-    return int(np.clip(np.rint(score / C.SCALE + noise), 1, C.MAX_RATING))
+    return int(np.clip(np.rint(reward_to_stars(score) + noise), STARS_MIN, STARS_MAX))
 
 
 def _rng(bot: BotConfig, key: str) -> np.random.Generator:

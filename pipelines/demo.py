@@ -29,20 +29,29 @@ telemetry:
 """
 
 
+# The demo model and its training (`sfr train --set` keys; user overrides come after these). The
+# `demo` preset of sfreward.model.presets should carry the same model values.
+DEMO_TRAIN = ["max_steps=250", "batch_size=12", "lr=1.5e-3", "warmup_steps=20", "rank_weight=0.5",
+              "num_threads=2"]
+
+
 @dataclass
 class DemoConfig:
-    n_sources: int = 20             # synthetic source photos
+    n_sources: int = 40             # source photos: scikit-image's 8 colour photos + procedural scenes
     groups_per_source: int = 2      # instructions per photo (GRPO groups)
     rollouts: int = 4               # edited images per group
     image_size: int = 128
     seed: int = 0
     annotators_per_task: int = 3
     project_key: str = "sfreward-demo"
-    train_overrides: list[str] = field(default_factory=list)
+    train_overrides: list[str] = field(default_factory=list)   # applied after DEMO_TRAIN
     n_pictures: int = 4
-    # Splits are by source photo, so a small demo needs larger validation/test shares to hold any.
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    # Splits are by source photo (near-duplicates linked), so the test share is large enough to
+    # hold >= 30 samples with exactly one bad region (the localization check needs them).
+    split_fractions: tuple[float, float, float] = (0.5, 0.1, 0.4)
     curation_overrides: dict = field(default_factory=dict)   # CurationConfig fields
+    # Sources beyond the photos: procedural scenes (distinct sources), not mirrored copies.
+    extra_sources: str = "procedural"
 
 
 # ----------------------------------------------------------------------------- demo assets' work
@@ -109,8 +118,11 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
                     err[dim].append(abs(getattr(rs, dim) - lab[dim]))
     scores_json = out_dir / "scores.json"
     scores_json.write_text(json.dumps(records, indent=1, default=float))
-    # Pictures: the samples whose regions differ most in predicted score (most informative).
-    order = sorted(range(len(rows)), key=lambda i: -_spread(scores[i]))[:n_pictures]
+    check = reward_check(ws, dataset_id, rows, scores)
+    (out_dir / "reward_check.json").write_text(json.dumps(check, indent=1, default=float))
+    # Pictures: samples with a bad region by their labels (min(success, preserve) < 12.5) first,
+    # then those whose regions differ most in predicted score (most informative).
+    order = sorted(range(len(rows)), key=lambda i: (not _has_bad(rows[i]), -_spread(scores[i])))[:n_pictures]
     items = []
     for i in order:
         if not scores[i].valid:
@@ -131,13 +143,69 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
                          title=f"held-out edits, region score = min(success, preserve) by {model_id}")
     return {"model_version": scores[0].model_version if scores else model_id, "dataset_id": dataset_id,
             "n_scored": sum(s.valid for s in scores), "n_invalid": sum(not s.valid for s in scores),
-            "picture": str(picture), "scores_json": str(scores_json),
+            "picture": str(picture), "scores_json": str(scores_json), "reward_check": check,
             "mae": {k: float(np.mean(v)) if v else None for k, v in err.items()}}
+
+
+def _truth_by_sample(ws: Workspace, sample_ids: list[str]) -> dict[str, dict]:
+    """Ground truth rows (sfreward.synthetic) of these samples, from their batches' folders."""
+    from sfreward.synthetic import read_ground_truth
+
+    wh = Warehouse.open(ws)
+    batches = {b for (b,) in wh.query("SELECT DISTINCT batch_id FROM samples WHERE sample_id IN "
+                                      "(SELECT unnest(?))", [sample_ids])}
+    truth: dict[str, dict] = {}
+    for b in sorted(batches):
+        path = _batch_folder(ws, b) / "ground_truth.jsonl"
+        if path.exists():
+            truth.update(read_ground_truth(path))
+    return truth
+
+
+def reward_check(ws: Workspace, dataset_id: str, rows: list[dict], scores: list) -> dict[str, Any]:
+    """Does the model work as a reward on the test split? Region SRCC and localization AUROC
+    (sfreward.evaluate.region_metrics, the same definitions as the model evaluation) of the
+    predicted region scores against (a) the aggregated (simulated) human labels of the dataset and
+    (b) the synthetic ground truth, each dataset region matched to the true region of highest mask
+    IoU. Scores on 0..25."""
+    from sfreward.evaluate import region_metrics
+    from warehouse import masks
+
+    truth = _truth_by_sample(ws, [r["sample_id"] for r in rows])
+    pred, lab, tru, sample = [], [], [], []
+    for i, (r, s) in enumerate(zip(rows, scores)):
+        if not s.valid:
+            continue
+        by_id = {rs.region_id: rs for rs in s.regions}
+        t = truth.get(r["sample_id"])
+        t_masks = [masks.decode(g["mask"]) for g in t["regions"]] if t else []
+        for g in r["regions"]:
+            rs = by_id[g["region_id"]]
+            pred.append([rs.success, rs.preserve])
+            lab.append([_f(g.get("success")), _f(g.get("preserve"))])
+            if t_masks:
+                m = masks.decode(g["mask"])
+                iou = [(m & tm).sum() / max(1, (m | tm).sum()) for tm in t_masks]
+                tg = t["regions"][int(np.argmax(iou))]
+                tru.append([_f(tg.get("success")) if g["kind"] != "background" else float("nan"), _f(tg.get("preserve"))])
+            else:
+                tru.append([float("nan"), float("nan")])
+            sample.append(i)
+    p, sample_a = np.asarray(pred, float).reshape(-1, 2), np.asarray(sample)
+    out: dict[str, Any] = {"n_samples": int(len(set(sample))), "n_regions": int(len(sample))}
+    for name, tg in (("vs_labels", lab), ("vs_truth", tru)):
+        m = region_metrics(p[:, 0], p[:, 1], np.asarray(tg, float).reshape(-1, 2), sample_a)
+        out[name] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in m.items()}
+    return out
 
 
 def _f(*vals) -> float:
     finite = [float(v) for v in vals if v is not None and np.isfinite(v)]
     return min(finite) if finite else float("nan")
+
+
+def _has_bad(row: dict, bad: float = 12.5) -> bool:
+    return any(_f(g.get("success"), g.get("preserve")) < bad for g in row["regions"])
 
 
 def _spread(s) -> float:
@@ -199,7 +267,7 @@ def run_demo(home: str | os.PathLike | None = None, cfg: DemoConfig | None = Non
     ws = Workspace.open(home)
     st = Stages(6)
     synth = SynthConfig(n_sources=cfg.n_sources, groups_per_source=cfg.groups_per_source,
-                        rollouts=cfg.rollouts, image_size=cfg.image_size, seed=cfg.seed)
+                        rollouts=cfg.rollouts, image_size=cfg.image_size, seed=cfg.seed, extra=cfg.extra_sources)
     folder = ws.incoming / f"demo-synth-seed{cfg.seed}"
 
     def make_batch():
@@ -222,10 +290,10 @@ def run_demo(home: str | os.PathLike | None = None, cfg: DemoConfig | None = Non
            lambda: _materialize(instance, ["editing_samples", "region_proposals", "annotation_tasks",
                                            "simulated_annotations"], per_batch, ws.home, batch_id))
     curation = {"config": {"overrides_json": json.dumps(
-        {"fractions": list(cfg.split_fractions), **cfg.curation_overrides})}}
+        {"fractions": list(cfg.split_fractions), "split_linking": "perceptual", **cfg.curation_overrides})}}
     rest = {"ops": {"synced_annotations": {"config": {"project_keys": [cfg.project_key]}},
                     "agreement_report": curation, "dataset_version": curation,
-                    "sfreward_model": {"config": {"overrides": list(cfg.train_overrides)}},
+                    "sfreward_model": {"config": {"overrides": DEMO_TRAIN + list(cfg.train_overrides)}},
                     "heldout_scores": {"config": {"n_pictures": cfg.n_pictures}}}}
     st.run("Dagster: sync -> curation -> dataset -> train -> evaluate -> held-out scores",
            lambda: _materialize(instance, ["synced_annotations", "aggregated_labels", "agreement_report",

@@ -60,6 +60,37 @@ def annotator_throughput_section(wh: Warehouse) -> list[str]:
             ""] + throughput_markdown(rows) + [""]
 
 
+# What "works as a reward" means for the demo model (issue 13): on the leakage-free test split.
+SRCC_MIN, AUROC_MIN, MIN_LOCALIZATION = 0.6, 0.9, 30
+
+
+def reward_check_lines(path: Path) -> list[str]:
+    """The 'does it work as a reward' table from heldout's reward_check.json (if present)."""
+    if not path.exists():
+        return []
+    c = json.loads(path.read_text())
+    lab, tru = c["vs_labels"], c["vs_truth"]
+
+    def ok(v, floor):
+        return "n/a" if v is None else ("pass" if v >= floor else "FAIL")
+    rows = []
+    for key, floor in (("region_srcc_mean", SRCC_MIN), ("region_srcc_success", None),
+                       ("region_srcc_preserve", None), ("localization_auroc", AUROC_MIN),
+                       ("localization_top1", None)):
+        rows.append([key, lab.get(key), tru.get(key), "" if floor is None else f">= {floor}",
+                     "" if floor is None else f"{ok(lab.get(key), floor)} / {ok(tru.get(key), floor)}"])
+    n_loc = [lab.get("n_localization"), tru.get("n_localization")]
+    rows.append(["n_localization (samples with exactly one bad region)", n_loc[0], n_loc[1], f">= {MIN_LOCALIZATION}",
+                 " / ".join("pass" if (n or 0) >= MIN_LOCALIZATION else "FAIL" for n in n_loc)])
+    return (["## Does the model work as a reward? (test split)", "",
+             f"{c['n_samples']} held-out samples, {c['n_regions']} regions; sources never seen in training "
+             "(perceptual split linking). Region SRCC = mean of the success and preserve Spearman "
+             "correlations over all regions; localization AUROC over samples with exactly one region "
+             "whose target min(success, preserve) < 12.5: P(that region's predicted score < another "
+             "region's of the same sample).", ""]
+            + _table(["metric", "vs aggregated labels", "vs ground truth", "required", "labels / truth"], rows) + [""])
+
+
 def demo_report(ws: Workspace, cfg: Any, base_url: str, times: dict[str, float], batch_id: str) -> Path:
     wh = Warehouse.open(ws)
     now = dt.datetime.now(dt.timezone.utc)
@@ -100,6 +131,7 @@ def demo_report(ws: Workspace, cfg: Any, base_url: str, times: dict[str, float],
         flat = [[k, v] for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)]
         lines += _table(["test metric", "value"], flat) + [""]
 
+    lines += reward_check_lines(ws.reports / "heldout" / "reward_check.json")
     pic = ws.reports / "heldout" / "heldout_scores.png"
     if pic.exists():
         lines += ["## Held-out edits, regions colored by predicted score", "",

@@ -63,7 +63,8 @@ def _predict_all(model: SFRewardModel, ds: RegionDataset, batch_size: int) -> di
         samples = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
         b = collate(samples, ds)
         k = [len(s.region_ids) for s in samples]
-        out = model.predict(b["sources"], b["edits"], b["instructions"], list(b["masks"].split(k)))
+        out = model.predict(b["sources"], b["edits"], b["instructions"], list(b["masks"].split(k)),
+                            [s.kinds for s in samples])
         for key, v in {"success": out["success"], "preserve": out["preserve"],
                        "overall": out["overall"], "naturalness": out["naturalness"],
                        "artifacts": out["artifacts"], "t_region": b["targets"],
@@ -71,6 +72,25 @@ def _predict_all(model: SFRewardModel, ds: RegionDataset, batch_size: int) -> di
                        "sample": b["region_sample"]}.items():
             parts.setdefault(key, []).append(v.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def region_metrics(success: np.ndarray, preserve: np.ndarray, targets: np.ndarray, sample: np.ndarray,
+                   bad_threshold: float = 12.5) -> dict:
+    """Region SRCC/PLCC per dimension and their mean, and localization (see module docstring) of
+    predictions success, preserve [R] against targets [R, 2] (success, preserve; NaN = not rated)
+    grouped by sample [R]. The one implementation used against labels (evaluate) and against the
+    synthetic ground truth (the demo report)."""
+    m: dict = {}
+    for d, name in enumerate(("success", "preserve")):
+        pred = success if d == 0 else preserve
+        m[f"region_plcc_{name}"] = _corr(stats.pearsonr, pred, targets[:, d])
+        m[f"region_srcc_{name}"] = _corr(stats.spearmanr, pred, targets[:, d])
+    for kind in ("plcc", "srcc"):
+        vals = [m[f"region_{kind}_{n}"] for n in ("success", "preserve") if not math.isnan(m[f"region_{kind}_{n}"])]
+        m[f"region_{kind}_mean"] = float(np.mean(vals)) if vals else float("nan")
+    m.update(_localization({"success": success, "preserve": preserve, "t_region": targets, "sample": sample},
+                           bad_threshold))
+    return m
 
 
 def pairwise_accuracy(pred: np.ndarray, target: np.ndarray, key: np.ndarray, sample: np.ndarray,
@@ -94,12 +114,7 @@ def evaluate(model: SFRewardModel, data_dir: str | Path, split: str = "test", ba
     p = _predict_all(model, ds, batch_size)
     m: dict[str, float | int | None] = {"n_samples": len(ds), "n_regions": int(len(p["key"])),
                                         "n_skipped": len(ds.skipped)}
-    for d, name in enumerate(("success", "preserve")):
-        m[f"region_plcc_{name}"] = _corr(stats.pearsonr, p[name], p["t_region"][:, d])
-        m[f"region_srcc_{name}"] = _corr(stats.spearmanr, p[name], p["t_region"][:, d])
-    for kind in ("plcc", "srcc"):
-        vals = [m[f"region_{kind}_{n}"] for n in ("success", "preserve") if not math.isnan(m[f"region_{kind}_{n}"])]
-        m[f"region_{kind}_mean"] = float(np.mean(vals)) if vals else float("nan")
+    m.update(region_metrics(p["success"], p["preserve"], p["t_region"], p["sample"], bad_threshold))
     accs, n_pairs = [], 0
     for d, name in enumerate(("success", "preserve")):
         acc, n = pairwise_accuracy(p[name], p["t_region"][:, d], p["key"], p["sample"], margin)
@@ -110,7 +125,6 @@ def evaluate(model: SFRewardModel, data_dir: str | Path, split: str = "test", ba
     m["n_pairs"] = n_pairs
     for d, name in enumerate(("overall", "naturalness", "artifacts")):
         m[f"image_plcc_{name}"] = _corr(stats.pearsonr, p[name], p["t_image"][:, d])
-    m.update(_localization(p, bad_threshold))
     if corrupt_test:
         m.update(corrupt_one_region(model, ds, p, bad_threshold))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
@@ -159,7 +173,8 @@ def corrupt_one_region(model: SFRewardModel, ds: RegionDataset, p: dict, bad_thr
         edt = s.edited.float()[None] / 255
         bad = corrupt(edt[0], s.masks[r] > 0.5, kind, seed=i)[None]
         masks = (s.masks > 0.5)
-        out = model.predict(torch.cat([src, src]), torch.cat([edt, bad]), [s.instruction] * 2, [masks, masks])
+        out = model.predict(torch.cat([src, src]), torch.cat([edt, bad]), [s.instruction] * 2, [masks, masks],
+                            [s.kinds, s.kinds])
         phi = torch.minimum(out["success"], out["preserve"]).cpu()
         k = masks.shape[0]
         bg = torch.tensor([kd == "background" for kd in s.kinds] * 2)

@@ -41,7 +41,7 @@ from sfreward.inputs import (  # noqa: F401  (re-exported: the serving API's inp
     resize_masks,
 )
 
-SCALE = 25.0
+from warehouse.scale import REWARD_MAX as SCALE  # noqa: E402  (the one label scale)
 _REGION_COLS = ("success", "preserve", "success_std", "preserve_std")   # model outputs per region
 _ITEM_COLS = ("naturalness", "artifacts", "overall")                    # ... and per item
 
@@ -137,6 +137,14 @@ def region_reward(phi: float, aes: float) -> float:
     return math.sqrt(min(max(phi, 0.0), SCALE) * min(max(aes, 0.0), SCALE)) / SCALE
 
 
+def _takes_kinds(model: Any) -> bool:
+    import inspect
+    try:
+        return "kinds" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 class Scorer:
     """Wraps a model that follows the model interface contract (docs/architecture.md)."""
 
@@ -220,7 +228,9 @@ class Scorer:
         dev = self.device
         src = torch.stack([it.source for it in items]).to(dev)
         ed = torch.stack([it.edit for it in items]).to(dev)
-        out = self.model.predict(src, ed, [it.instruction for it in items], [it.masks.to(dev) for it in items])
+        # Region kinds go to models whose predict takes them (the contract's optional `kinds`).
+        extra = {"kinds": [[kind for _, kind, _, _ in it.regions] for it in items]} if _takes_kinds(self.model) else {}
+        out = self.model.predict(src, ed, [it.instruction for it in items], [it.masks.to(dev) for it in items], **extra)
         region_image = out["region_image"].detach().cpu().numpy()
         ks = [len(it.regions) for it in items]
         if len(region_image) != sum(ks):

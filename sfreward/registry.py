@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sfreward.model import ArtifactError, SFRewardModel, sha256_file  # noqa: F401 (re-exported)
 from sfreward.model.model import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from warehouse.curation.dataset import label_scale_of
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -89,6 +90,7 @@ def register_model(ws: Workspace, model_dir: str | Path, dataset_id: str | None,
         "created_at": datetime.now(timezone.utc).isoformat(), "n_params": n_params,
         "metrics": metrics or {}, "train_config": train_config or {}, "model_config": model_config,
         "proposer": dataset_proposer(ws, dataset_id),
+        "label_scale": label_scale_of(ws, dataset_id),   # the scale of its training labels
     })
     tmp = ws.models / f".tmp-{model_id}"
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(CARD_FILE))
@@ -154,7 +156,8 @@ def _card_markdown(card: dict) -> str:
              f"- pretrained text encoder: {_source_line(card.get('text_source'))}",
              f"- weights sha256: `{card['weights_sha256']}`",
              f"- region proposer at training: {_proposer_line(card.get('proposer'))}", "",
-             "Scores are on the 0..25 scale (see docs/architecture.md, model interface).", "",
+             "Scores are on the 0..25 scale (see docs/architecture.md, model interface), trained on "
+             f"labels of scale `{card.get('label_scale') or 'unknown'}` (docs/architecture.md, \"Scales\").", "",
              "## Metrics at registration", ""]
     lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}"
               for k, v in sorted(card["metrics"].items())] or ["- none recorded"]
@@ -204,6 +207,7 @@ def get_model(ws: Workspace, ref: str) -> dict:
     rec = wh.query_dicts("SELECT * FROM models WHERE model_id = ?", [model_id])[0]
     for k in ("train_config", "model_config", "metrics"):
         rec[k] = json.loads(rec[k]) if rec[k] else None
+    rec["label_scale"] = label_scale_of(wh, rec["dataset_id"])   # older cards lack it: from the dataset
     rec["aliases"] = [r[0] for r in wh.query("SELECT alias FROM model_aliases WHERE model_id = ? ORDER BY alias", [model_id])]
     rec["evaluations"] = [dict(e, metrics=json.loads(e["metrics"])) for e in wh.query_dicts(
         "SELECT dataset_id, split, metrics, created_at FROM evaluations WHERE model_id = ? ORDER BY created_at", [model_id])]

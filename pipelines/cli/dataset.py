@@ -11,7 +11,7 @@ from tqdm import tqdm
 from pipelines.cli import CLIError, print_json
 from warehouse.curation import CurationConfig, build_dataset, export_hf, export_reward_json, export_sft
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
-                                       check_no_leakage)
+                                       check_no_leakage, check_no_near_duplicate_sources)
 from warehouse.curation.dataset import get_version, list_versions
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
@@ -113,7 +113,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     out = get_version(ws, dataset_id).to_dict()
     out.pop("timings_s", None)
     checks = {}
-    for name, fn in (("no_split_leakage", check_no_leakage), ("labels_complete", check_labels_complete),
+    for name, fn in (("no_split_leakage", check_no_leakage),
+                     ("no_near_duplicate_sources", check_no_near_duplicate_sources), ("labels_complete", check_labels_complete),
                      ("agreement_above_floor", check_agreement_floor), ("region_masks_decode", check_masks_decode)):
         passed, details = fn(ws, dataset_id)
         checks[name] = {"passed": passed, **details}

@@ -3,7 +3,8 @@
 aggregated_labels -> agreement_report -> dataset_version -> dataset_export_{hf,reward_json,sft}.
 The dataset id travels as materialization metadata: exports and checks read the latest
 `dataset_version` materialization ("dataset_id"), falling back to the newest recorded version.
-Checks on dataset_version: no split leakage, labels complete and every mask decodes are
+Checks on dataset_version: no split leakage, no near-duplicate test source, labels complete and
+every mask decodes are
 blocking (a failure stops the exports); agreement above the floor warns.
 """
 
@@ -16,7 +17,7 @@ from warehouse.curation import CurationConfig, build_dataset, export_hf, export_
 from warehouse.curation.aggregate import aggregate
 from warehouse.curation.agreement import agreement_report as compute_agreement_report
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
-                                       check_no_leakage)
+                                       check_no_leakage, check_no_near_duplicate_sources)
 from warehouse.curation.dataset import latest_version_id
 from warehouse.curation.throughput import annotator_throughput, throughput_markdown
 from warehouse.db import Warehouse
@@ -116,6 +117,13 @@ def no_split_leakage(context: dg.AssetCheckExecutionContext, workspace: Workspac
     return _result(*check_no_leakage(workspace.workspace(), current_dataset_id(context, workspace)))
 
 
+@dg.asset_check(asset=dataset_version, blocking=True, description="No test sample's source photo is a "
+                "near-duplicate (flip, 90-degree turn, crop, resize, re-encode) of a training source.")
+def no_near_duplicate_sources(context: dg.AssetCheckExecutionContext,
+                              workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_no_near_duplicate_sources(workspace.workspace(), current_dataset_id(context, workspace)))
+
+
 @dg.asset_check(asset=dataset_version, blocking=True, description="Every row has image scores and regions; "
                 "every region has a score.")
 def labels_complete(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
@@ -138,5 +146,6 @@ def agreement_above_floor(context: dg.AssetCheckExecutionContext, workspace: Wor
 defs = dg.Definitions(
     assets=[aggregated_labels, agreement_report, dataset_version, dataset_export_hf, dataset_export_reward_json,
             dataset_export_sft],
-    asset_checks=[no_split_leakage, labels_complete, region_masks_decode, agreement_above_floor],
+    asset_checks=[no_split_leakage, no_near_duplicate_sources, labels_complete, region_masks_decode,
+                  agreement_above_floor],
 )

@@ -8,7 +8,9 @@ One forward pass scores every region of a batch of (source, edited, instruction)
 2. Each region's mask is average-pooled onto the patch grid (coverage fraction of every
    patch), and region features are the coverage-weighted mean of the tokens of its image.
    Regions of all images are packed into one tensor with an index `region_image` (no Python
-   loop over regions).
+   loop over regions). Added to it: an embedding of the region's kind (edit / context /
+   background, when given) and an MLP of the region's own pixel statistics
+   (region_pixel_stats: change, high-frequency energy and colour over exactly its pixels).
 3. Heads: per region success/preserve mean and log-variance; per image naturalness and
    artifacts; overall = softmax(region logits within the image)-weighted phi_r with
    phi_r = min(success, preserve), preserve alone for the background. The background is each
@@ -33,11 +35,22 @@ from sfreward.model.config import SFRewardConfig
 from sfreward.model.pretrained import CheckpointError, sha256_file  # noqa: F401 (re-exported)
 from sfreward.model.text import TOKENIZER_DIR, TransformerTextEncoder
 
-SCALE = 25.0
+from warehouse.scale import REWARD_MAX as SCALE  # noqa: E402  (the one label scale)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "model_card.json"
 LOGVAR_MIN, LOGVAR_MAX = -9.0, 2.0
+# Region kinds (docs/architecture.md, "Region kinds") as ids of the kind embedding; 0 = not given.
+KIND_IDS = {"edit": 1, "context": 2, "background": 3}
+N_REGION_STATS = 16
+# Absent from models saved before them: loaded with the zero initialisation (no effect).
+OPTIONAL_KEYS = ("kind_emb.weight", "region_stats.0.weight", "region_stats.0.bias", "region_stats.2.weight",
+                 "region_stats.2.bias")
+
+
+def kind_ids(kinds: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Region kind names -> long ids [R] (unknown or empty -> 0)."""
+    return torch.tensor([KIND_IDS.get(k, 0) for k in kinds], dtype=torch.long, device=device)
 
 
 class ArtifactError(RuntimeError):
@@ -140,6 +153,26 @@ def region_coverage(masks: torch.Tensor, g: int, p: int) -> torch.Tensor:
     return F.avg_pool2d(masks[:, None, :span, :span], p).flatten(1)
 
 
+def region_pixel_stats(sources: torch.Tensor, edits: torch.Tensor, region_masks: torch.Tensor,
+                       region_image: torch.Tensor) -> torch.Tensor:
+    """Per-region change statistics at full model resolution, mask-weighted means over each
+    region's own pixels: |edited - source| (3) and edited - source (3) per channel, the share of
+    pixels that changed visibly (|diff| > 0.05 in any channel, 1), high-frequency energy of
+    edited, source and their difference (3; blur lowers it, noise raises it), mean colour of the
+    edited and the source region (6). Unlike patch tokens (a transformer mixes every patch with
+    every other) these see exactly the region's pixels.
+    sources, edits [B, 3, S, S] in 0..1; region_masks [R, S, S] coverage; -> [R, 16]."""
+    diff = edits - sources
+    def hf(x):
+        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
+    he, hs = hf(edits), hf(sources)
+    changed = (diff.abs().amax(1, keepdim=True) > 0.05).to(diff.dtype)
+    maps = torch.cat([diff.abs(), diff, changed, he, hs, he - hs, edits, sources], 1)   # [B, 16, S, S]
+    m = region_masks.to(maps.dtype)
+    area = m.flatten(1).sum(1).clamp_min(1e-6)[:, None]                                  # [R, 1]
+    return torch.einsum("rhw,rchw->rc", m, maps[region_image]) / area
+
+
 class SFRewardModel(nn.Module):
     def __init__(self, config: SFRewardConfig, tokenizer_dir: str | Path | None = None):
         """Build from `config` (resolved in place). `tokenizer_dir`: the tokenizer of a saved
@@ -157,6 +190,17 @@ class SFRewardModel(nn.Module):
             self.text = TransformerTextEncoder(config, text_dir or tokenizer_dir, text)
         else:
             self.text = HashingTextEncoder(config)
+        # The region's kind (edit / context / background, part of every region input) added to
+        # its pooled features: whether a change is the instructed edit or damage depends on it
+        # (an unchanged region is a perfect context region and a missed edit). Zero-initialised,
+        # so a model without kinds (or saved before this existed) behaves exactly as before.
+        self.kind_emb = nn.Embedding(len(KIND_IDS) + 1, h)
+        nn.init.zeros_(self.kind_emb.weight)
+        # Per-region pixel statistics (region_pixel_stats) added to the pooled features; the last
+        # layer starts at zero for the same reason.
+        self.region_stats = nn.Sequential(nn.Linear(N_REGION_STATS, h), nn.GELU(), nn.Linear(h, h))
+        nn.init.zeros_(self.region_stats[2].weight)
+        nn.init.zeros_(self.region_stats[2].bias)
         # region input: region pool, image mean, text, area fraction
         self.region_head = _mlp(3 * h + 1, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
         self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
@@ -167,12 +211,14 @@ class SFRewardModel(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
-                region_masks: torch.Tensor, region_image: torch.Tensor) -> dict[str, torch.Tensor]:
+                region_masks: torch.Tensor, region_image: torch.Tensor,
+                region_kind: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Score all regions of a batch.
 
         sources, edits: [B, 3, S, S] in [0, 1] (S = config.image_size).
         region_masks: [R, S, S] bool or float coverage in [0, 1], all images' regions packed.
         region_image: [R] long, image index of each region (each image has >= 1 region).
+        region_kind: optional [R] long kind ids (KIND_IDS; 0 = unknown).
         Returns normalized (0..1) tensors: success_mu, success_logvar, preserve_mu,
         preserve_logvar, region_weight: [R]; naturalness, artifacts, overall, background: [B].
         """
@@ -194,6 +240,11 @@ class SFRewardModel(nn.Module):
         area = cov.mean(1, keepdim=True)                                                  # [R, 1]
         w = cov / cov.sum(1, keepdim=True).clamp_min(1e-6)
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
+        if region_kind is not None:
+            pooled = pooled + self.kind_emb(region_kind.to(pooled.device)).to(pooled.dtype)
+        # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
+        rstats = region_pixel_stats(sources, edits, region_masks, region_image) * 4.0
+        pooled = pooled + self.region_stats(rstats.to(pooled.dtype))
         img = tokf.mean(1)                                                                 # [B, h]
         txt = self.text(instructions, tokf.device).to(tokf.dtype)                         # [B, h]
 
@@ -232,12 +283,13 @@ class SFRewardModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
-                masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+                masks: list[torch.Tensor], kinds: list[list[str]] | None = None) -> dict[str, torch.Tensor]:
         """Scores on the 0..25 scale (see docs/architecture.md, "Model interface").
 
         sources, edits: [B, 3, H, W] float in [0, 1]; resized here if H, W differ from
         config.image_size. instructions: list of B strings. masks: list of B bool tensors
-        [K_i, H, W]. Returns success, preserve, success_std, preserve_std, region_image,
+        [K_i, H, W]. kinds: optional list of B lists of K_i region kinds ('edit', 'context',
+        'background'). Returns success, preserve, success_std, preserve_std, region_image,
         region_weight: [sum K_i]; naturalness, artifacts, overall, background: [B].
         """
         if sources.ndim != 4 or sources.shape[1] != 3 or sources.shape != edits.shape:
@@ -247,6 +299,11 @@ class SFRewardModel(nn.Module):
         if len(instructions) != b:
             raise ValueError(f"instructions: expected {b} strings, got {len(instructions)}")
         packed, index = self.pack_masks(masks, b, (h, w))
+        region_kind = None
+        if kinds is not None:
+            if len(kinds) != b or any(len(k) != m.shape[0] for k, m in zip(kinds, masks)):
+                raise ValueError("kinds: expected one list of region kinds per image, one kind per mask")
+            region_kind = kind_ids([k for ks in kinds for k in ks], self.device)
         dtype = next(self.parameters()).dtype
         src, edt = sources.to(self.device, dtype), edits.to(self.device, dtype)
         s = self.config.image_size
@@ -258,7 +315,7 @@ class SFRewardModel(nn.Module):
         if was_training:  # eval()/train() walk every module: ~2 ms per call, so only when needed
             self.eval()
         try:
-            out = self.forward(src, edt, list(instructions), packed.to(dtype), index)
+            out = self.forward(src, edt, list(instructions), packed.to(dtype), index, region_kind)
         finally:
             if was_training:
                 self.train(True)
@@ -280,7 +337,7 @@ class SFRewardModel(nn.Module):
         idx = torch.zeros(1, dtype=torch.long, device=self.device)
 
         def run():
-            out = self.forward(x, x, ["a"], m, idx)
+            out = self.forward(x, x, ["a"], m, idx, torch.zeros(1, dtype=torch.long, device=self.device))
             return sum(v.sum() for v in out.values())
         return freeze_unused(self, run)
 
@@ -327,6 +384,8 @@ class SFRewardModel(nn.Module):
             raise ArtifactError(f"model {path}: cannot rebuild the model from {CONFIG_FILE}: {e}") from e
         try:
             state = load_file(str(path / WEIGHTS_FILE))
+            for key in OPTIONAL_KEYS:   # older models: keep the zero initialisation
+                state.setdefault(key, model.state_dict()[key])
             model.load_state_dict(state, strict=True)
         except Exception as e:  # safetensors raises its own error types
             raise ArtifactError(f"model {path}: cannot load {WEIGHTS_FILE}: {e}") from e

@@ -37,7 +37,7 @@ from PIL import Image
 from skimage import color
 
 from sfreward.synthetic import ops
-from sfreward.synthetic.scene import PALETTE, Scene, load_sources, make_scene
+from sfreward.synthetic.scene import PALETTE, Scene, load_sources, make_scene, procedural_photo
 from warehouse import masks as maskcodec
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ MIN_VISIBLE = 0.02  # mean |diff| (0..1) a damaged region must show; weaker dama
 
 @dataclass
 class SynthConfig:
-    n_sources: int = 6            # source photos (reused mirrored/rotated when more are asked)
+    n_sources: int = 6            # source photos (more than there are photos: see `extra`)
     groups_per_source: int = 1    # instructions per source photo
     rollouts: int = 4             # edited images per instruction (GRPO group size)
     image_size: int = 256         # square side, pixels
@@ -56,8 +56,14 @@ class SynthConfig:
     seed: int = 0
     source_dir: str | None = None  # a folder of photos instead of scikit-image's
     editor: str = "synthetic-v1"
+    # How sources beyond the photos are made: 'variants' mirrors or turns the photos (copies:
+    # the perceptual split scheme keeps them with their original), 'procedural' draws new
+    # scenes (scene.procedural_photo; distinct sources, so held-out sets can grow).
+    extra: str = "variants"
 
     def validate(self) -> None:
+        if self.extra not in ("variants", "procedural"):
+            raise ValueError(f"SynthConfig.extra must be 'variants' or 'procedural', got {self.extra!r}")
         for name, low in (("n_sources", 1), ("groups_per_source", 1), ("rollouts", 1),
                           ("image_size", 32), ("n_regions", 2)):
             if getattr(self, name) < low:
@@ -70,16 +76,23 @@ VARIANTS = [lambda p: p, lambda p: p[:, ::-1], lambda p: p[::-1], lambda p: np.r
 
 def build_scenes(cfg: SynthConfig) -> list[Scene]:
     """The first `cfg.n_sources` usable scenes (photos without enough structure are skipped;
-    photos are reused mirrored or rotated when more sources are asked than exist)."""
+    when more sources are asked than exist, photos are reused mirrored or rotated, or procedural
+    scenes are added: `cfg.extra`)."""
     cfg.validate()
     photos = load_sources(cfg.source_dir)
     scenes: list[Scene] = []
-    for i in range(len(photos) * len(VARIANTS)):
+    n_extra = cfg.n_sources * 4 if cfg.extra == "procedural" else len(photos) * (len(VARIANTS) - 1)
+    for i in range(len(photos) + n_extra):
         if len(scenes) == cfg.n_sources:
             break
-        name, photo = photos[i % len(photos)]
-        variant = i // len(photos)
-        if variant:  # a photo used again is mirrored or turned: a different source image
+        if i < len(photos):
+            name, photo = photos[i]
+        elif cfg.extra == "procedural":
+            j = i - len(photos)
+            name, photo = f"procedural{j}", procedural_photo(j, max(256, cfg.image_size))
+        else:  # a photo used again is mirrored or turned: a different source image
+            name, photo = photos[i % len(photos)]
+            variant = i // len(photos)
             photo = VARIANTS[variant](photo)
             name = f"{name}-v{variant}"
         try:

@@ -168,3 +168,35 @@ def make_scene(name: str, photo: np.ndarray, size: int, n_regions: int) -> Scene
     background = ~np.any(regs, axis=0)
     masks = np.stack(regs + [background])
     return Scene(name=name, image=img, masks=masks, names=describe(img, regs) + ["the background"])
+
+
+def procedural_photo(seed: int, size: int = 256) -> np.ndarray:
+    """A procedural 'photo' (uint8 [size, size, 3]) that no installed package ships: a two-colour
+    gradient ground with fine texture and 3-5 textured objects (ellipses, boxes, blobs) of distinct
+    saturated colours. Deterministic per seed; different seeds give unrelated layouts, so they are
+    distinct sources for the split grouping (never near-duplicates of each other or of a photo)."""
+    rng = np.random.default_rng([7919, seed])
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    c0, c1 = rng.uniform(0.25, 0.85, 3), rng.uniform(0.25, 0.85, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.clip(0.5 + (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5)), 0, 1)[..., None]
+    img = (1 - t) * c0 + t * c1
+    img += ndimage.gaussian_filter(rng.normal(0, 0.06, (size, size)), 1.2)[..., None]
+    hues = rng.permutation(np.linspace(0, 1, 8, endpoint=False))
+    for k in range(int(rng.integers(3, 6))):
+        cy, cx = rng.uniform(0.2, 0.8, 2)
+        ry, rx = rng.uniform(0.09, 0.2, 2)
+        shape = rng.integers(3)
+        if shape == 0:      # ellipse
+            m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        elif shape == 1:    # box
+            m = (abs(yy - cy) <= ry) & (abs(xx - cx) <= rx)
+        else:               # blob: a smoothed random field thresholded inside an ellipse
+            field = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), size / 16)
+            m = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.6) & (field > -0.3 * field.std())
+        hsv = np.array([hues[k], rng.uniform(0.55, 0.95), rng.uniform(0.55, 0.95)])
+        base = color.hsv2rgb(hsv.reshape(1, 1, 3))[0, 0]
+        period = rng.uniform(0.02, 0.06)      # stripes: blur and blockiness must show
+        stripes = 0.08 * np.sin(2 * np.pi * (xx * np.cos(k) + yy * np.sin(k)) / period)
+        img[m] = base + stripes[m][:, None] + rng.normal(0, 0.02, (int(m.sum()), 3))
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from warehouse import masks as mask_codec
+from sfreward.model.model import kind_ids
 
 log = logging.getLogger(__name__)
 SPLIT_FILE = "{split}-00000-of-00001.parquet"
@@ -151,7 +152,8 @@ def _region_ids(row: dict) -> list[str]:
 def collate(samples: list[Sample], dataset: RegionDataset) -> dict[str, torch.Tensor | list]:
     """Pack samples: sources/edits float [B, 3, S, S] in [0, 1]; masks [R, S, S];
     region_image [R]; targets [R, 2]; image_targets [B, 3]; region_key [R];
-    region_sample [R] (dataset index, for "different rollout" in ranking pairs)."""
+    region_sample [R] (dataset index, for "different rollout" in ranking pairs); region_kind [R]
+    (model.KIND_IDS)."""
     k = torch.tensor([len(s.region_ids) for s in samples])
     return {
         "sources": torch.stack([s.source for s in samples]).float() / 255.0,
@@ -163,4 +165,5 @@ def collate(samples: list[Sample], dataset: RegionDataset) -> dict[str, torch.Te
         "image_targets": torch.stack([s.image_targets for s in samples]),
         "region_key": torch.tensor([dataset.region_key(r) for s in samples for r in s.region_ids]),
         "region_sample": torch.repeat_interleave(torch.tensor([s.index for s in samples]), k),
+        "region_kind": kind_ids([kd for s in samples for kd in s.kinds]),
     }

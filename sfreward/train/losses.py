@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-SCALE = 25.0
+from warehouse.scale import REWARD_MAX as SCALE
 
 
 def world() -> int:

@@ -153,7 +153,7 @@ def compute_loss(model, batch: dict, cfg: TrainConfig, device: torch.device, amp
     """Loss to backpropagate on this rank (see losses.py) and global values for reporting."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(batch["sources"].to(device), batch["edits"].to(device), batch["instructions"],
-                    batch["masks"].to(device), batch["region_image"].to(device))
+                    batch["masks"].to(device), batch["region_image"].to(device), batch.get("region_kind"))
     tg = batch["targets"].to(device)
     itg = batch["image_targets"].to(device)
     w = losses.world()

@@ -45,7 +45,7 @@ def test_label_studio_sdk_parses_the_config():
 
 
 def test_reward_scale():
-    assert [C.to_reward_scale(s) for s in (1, 3, 5)] == [5.0, 15.0, 25.0]
+    assert [C.to_reward_scale(s) for s in (1, 3, 5)] == [0.0, 12.5, 25.0]   # 1 star = bottom of 0..25
     assert C.to_reward_scale(None) is None
 
 

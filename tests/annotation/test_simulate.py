@@ -15,6 +15,7 @@ from annotation.sync import sync_project
 from sfreward.synthetic import SynthConfig, generate, read_ground_truth
 from warehouse import masks
 from warehouse.db import Warehouse
+from warehouse.scale import reward_to_stars
 from warehouse.ingest import ingest_path
 
 pytestmark = pytest.mark.labelstudio
@@ -110,7 +111,7 @@ def test_results_fit_the_labeling_config(annotated):
 
 
 def _errors(annotated) -> dict[str, dict]:
-    """Per bot: rating - truth/5 (continuous) for every region rating and whole-image rating."""
+    """Per bot: rating - reward_to_stars(truth) (continuous) for every region rating and whole-image rating."""
     wh = Warehouse.open(annotated["ws"])
     truth = annotated["truth"]
     out = {b.email: {"err": [], "truth": [], "verdict_ok": [], "mask_iou": []} for b in BOTS}
@@ -125,16 +126,16 @@ def _errors(annotated) -> dict[str, dict]:
         for name in ("success", "preserve"):
             if r[name] is not None:
                 score = t[name] if t[name] is not None else t["preserve"]
-                d["err"].append(r[name] - score / 5)
-                d["truth"].append(score / 5)
+                d["err"].append(r[name] - reward_to_stars(score))
+                d["truth"].append(reward_to_stars(score))
         d["verdict_ok"].append(r["verdict"] == t["verdict"])
         m, tm = masks.decode(r["rle"]), masks.decode(t["mask"])
         d["mask_iou"].append((m & tm).sum() / (m | tm).sum())
     for r in wh.query_dicts("SELECT u.email, a.sample_id, a.overall, a.naturalness, a.artifacts FROM annotations a "
                             "JOIN annotators u USING (annotator_id) WHERE NOT a.was_cancelled"):
         for name in C.IMAGE_RATINGS:
-            out[r["email"]]["err"].append(r[name] - truth[r["sample_id"]][name] / 5)
-            out[r["email"]]["truth"].append(truth[r["sample_id"]][name] / 5)
+            out[r["email"]]["err"].append(r[name] - reward_to_stars(truth[r["sample_id"]][name]))
+            out[r["email"]]["truth"].append(reward_to_stars(truth[r["sample_id"]][name]))
     return out
 
 
@@ -184,6 +185,7 @@ def test_rerun_adds_nothing(annotated):
 
 def test_annotate_task_is_deterministic_and_rounds_truth():
     assert stars(25.0, 0.0) == 5 and stars(0.0, 0.0) == 1 and stars(12.6, 0.0) == 3 and stars(None, 0.3) is None
+    assert stars(6.25, 0.0) == 2 and stars(18.75, 0.0) == 4   # the one scale: 1 star = 0, 5 stars = 25
     m = np.zeros((8, 8), bool)
     m[:4] = True
     truth = {"regions": [{"index": 0, "kind": "edit", "mask": masks.encode(m), "success": 25.0, "preserve": 20.0,

@@ -3,13 +3,14 @@ import dagster as dg
 
 from pipelines.defs.curation import (agreement_above_floor, aggregated_labels, agreement_report, dataset_export_hf,
                                      dataset_export_reward_json, dataset_export_sft, dataset_version, defs,
-                                     labels_complete, no_split_leakage, region_masks_decode)
+                                     labels_complete, no_near_duplicate_sources, no_split_leakage,
+                                     region_masks_decode)
 from pipelines.resources import WorkspaceResource
 from warehouse.db import Warehouse
 
 ASSETS = [aggregated_labels, agreement_report, dataset_version, dataset_export_hf, dataset_export_reward_json,
           dataset_export_sft]
-CHECKS = [no_split_leakage, labels_complete, region_masks_decode, agreement_above_floor]
+CHECKS = [no_split_leakage, no_near_duplicate_sources, labels_complete, region_masks_decode, agreement_above_floor]
 RUN_CONFIG = {"ops": {"dataset_version": {"config": {"overrides_json": '{"fractions": [0.5, 0.25, 0.25]}'}}}}
 
 
@@ -29,8 +30,8 @@ def test_materialize_all_with_checks(curation_ws, annotated_warehouse, hf_cache)
     res = dg.materialize(ASSETS + CHECKS, resources={"workspace": WorkspaceResource(home=str(curation_ws.home))},
                          run_config=RUN_CONFIG, instance=dg.DagsterInstance.ephemeral())
     assert res.success
-    assert _checks(res) == {"no_split_leakage": True, "labels_complete": True, "region_masks_decode": True,
-                            "agreement_above_floor": True}
+    assert _checks(res) == {"no_split_leakage": True, "no_near_duplicate_sources": True, "labels_complete": True,
+                            "region_masks_decode": True, "agreement_above_floor": True}
     meta = res.asset_materializations_for_node("dataset_version")[0].metadata
     dataset_id = meta["dataset_id"].value
     assert meta["rows"].value == 24

@@ -1,5 +1,7 @@
 """The demo's whole pipeline, end to end, on a handful of samples against a real Label Studio
 (the session fixture's server), real DuckDB and real Dagster materializations."""
+import json
+
 import dagster as dg
 
 from pipelines.demo import DemoConfig, run_demo
@@ -16,6 +18,7 @@ def test_demo_runs_end_to_end(labelstudio, monkeypatch, capfd):
                      n_pictures=2)
     report = run_demo(ws.home, cfg)
     text = report.read_text()
+    instance = dg.DagsterInstance.get()
     wh = Warehouse.open(ws)
     assert wh.query("SELECT count(*) FROM samples") == [(18,)]
     assert wh.query("SELECT count(*) FROM tasks WHERE project_key = 'demo-test'") == [(18,)]
@@ -26,8 +29,19 @@ def test_demo_runs_end_to_end(labelstudio, monkeypatch, capfd):
                                        "USING (model_id) WHERE a.alias = 'candidate'")
     assert model_id in text and dataset_id in text
     assert (ws.reports / "heldout" / "heldout_scores.png").stat().st_size > 10_000
+    # The reward check: computed on the test split against the labels and the ground truth, with n.
+    check = json.loads((ws.reports / "heldout" / "reward_check.json").read_text())
+    n_test = wh.query("SELECT count(*) FROM dataset_rows WHERE dataset_id = ? AND split = 'test'", [dataset_id])[0][0]
+    assert check["n_samples"] == n_test > 0
+    n_regions = wh.query("SELECT count(*) FROM dataset_regions g JOIN dataset_rows r USING (dataset_id, sample_id) "
+                         "WHERE dataset_id = ? AND r.split = 'test'", [dataset_id])[0][0]
+    assert check["n_regions"] == n_regions
+    for side in ("vs_labels", "vs_truth"):
+        assert {"region_srcc_mean", "localization_auroc", "n_localization"} <= set(check[side])
+    assert "Does the model work as a reward?" in text and "n_localization" in text
+    # Test sources are never near-duplicates of training sources (the blocking check passed).
+    assert instance.get_latest_materialization_event(dg.AssetKey("dataset_export_hf")) is not None
     assert "Krippendorff" in text and "Label Studio:" in text and "dagster dev" in text
-    instance = dg.DagsterInstance.get()
     for key in ("editing_samples", "region_proposals", "annotation_tasks", "simulated_annotations",
                 "synced_annotations", "dataset_version", "sfreward_model", "model_evaluation", "heldout_scores"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key

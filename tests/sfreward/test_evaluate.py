@@ -50,3 +50,41 @@ def test_evaluate_trained_model(sfreward_dataset, sfreward_trained_model):
         assert m[k] is not None and -1.0 <= m[k] <= 1.0, k
     # even a briefly trained model ranks the damaged region below the others more often than not
     assert m["localization_auroc"] > 0.6, m
+
+
+def test_region_metrics_follow_their_definitions():
+    from scipy import stats
+    rng = np.random.default_rng(0)
+    t = rng.uniform(15, 25, (40, 2))
+    t[1::4] = rng.uniform(0, 10, (10, 2))                 # one bad region per sample of 4
+    t[::4, 0] = np.nan                                    # background: success not rated
+    sample = np.repeat(np.arange(10), 4)
+    pred = t + rng.normal(0, 3, t.shape)
+    pred[:, 0] = np.nan_to_num(pred[:, 0], nan=20.0)
+    m = ev.region_metrics(pred[:, 0], pred[:, 1], t, sample)
+    ok = ~np.isnan(t[:, 0])
+    assert m["region_srcc_success"] == stats.spearmanr(pred[ok, 0], t[ok, 0])[0]
+    assert m["region_srcc_preserve"] == stats.spearmanr(pred[:, 1], t[:, 1])[0]
+    assert m["region_srcc_mean"] == (m["region_srcc_success"] + m["region_srcc_preserve"]) / 2
+    assert m["n_localization"] == 10 and m == m | ev._localization(
+        {"success": pred[:, 0], "preserve": pred[:, 1], "t_region": t, "sample": sample}, 12.5)
+    # A constant predictor has no rank correlation and localizes at chance (ties count 1/2).
+    const = ev.region_metrics(np.full(40, 12.0), np.full(40, 12.0), t, sample)
+    assert np.isnan(const["region_srcc_mean"]) and const["localization_auroc"] == 0.5
+
+
+def test_trained_model_beats_a_constant_predictor(sfreward_dataset, sfreward_trained_model):
+    """On real photos (the synthetic export), the briefly trained model ranks regions and finds
+    the bad one better than predicting the training mean everywhere."""
+    from sfreward.train.data import RegionDataset
+    model = SFRewardModel.from_pretrained(sfreward_trained_model)
+    ds = RegionDataset(sfreward_dataset, "test", model.config.image_size, "region", preload=False)
+    p = ev._predict_all(model, ds, 16)
+    trained = ev.region_metrics(p["success"], p["preserve"], p["t_region"], p["sample"])
+    train_t = ev._predict_all(model, RegionDataset(sfreward_dataset, "train", model.config.image_size), 16)["t_region"]
+    mean = float(np.nanmean(train_t))                     # one value for every region and dimension
+    const = ev.region_metrics(np.full(len(p["sample"]), mean), np.full(len(p["sample"]), mean),
+                              p["t_region"], p["sample"])
+    assert trained["n_localization"] == const["n_localization"] > 5
+    assert const["localization_auroc"] == 0.5 and np.isnan(const["region_srcc_mean"])
+    assert trained["localization_auroc"] > 0.6 and trained["region_srcc_mean"] > 0.2, trained

@@ -1,7 +1,7 @@
 """Label aggregation in SQL: per region and per image, combine the annotators' ratings.
 
 Ratings stay on the 1..5 star scale in `agg_regions` / `agg_samples`; exports map them to
-0..25 (score = 5 * rating). For each dimension we keep the count of ratings, the mean, the
+0..25 (score = warehouse.scale.stars_to_reward(rating)). For each dimension we keep the count of ratings, the mean, the
 median (ordinal-aware; with an even count DuckDB's median interpolates, so ratings 3 and 4
 give 3.5) and the population std (the spread among the annotators who rated it; 0 for one
 rating). Missing ratings (NULL) are not counted in that dimension. Every statistic is computed

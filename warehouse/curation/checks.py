@@ -65,3 +65,33 @@ def check_masks_decode(ws: Workspace, dataset_id: str) -> tuple[bool, dict]:
                 except MaskError as e:
                     failures.append({"sample_id": sample_id, "region_id": region_id, "error": str(e)})
     return not failures, {"n_masks": n, "n_failed": len(failures), "failures": failures[:20]}
+
+
+def check_no_near_duplicate_sources(ws: Workspace, dataset_id: str, max_bits: int | None = None) -> tuple[bool, dict]:
+    """No test sample's source photo is a near-duplicate (nearsource.py: flip, 90-degree turn,
+    crop, resize, re-encode) of a training sample's source. Sources are hashed first if needed;
+    an unreadable source cannot be compared and is reported as such (it does not fail the check)."""
+    import numpy as np
+
+    from warehouse.curation.nearsource import SOURCE_HAMMING, ensure_source_hashes, load_hashes, pair_distances
+
+    hashed = ensure_source_hashes(ws)
+    if max_bits is None:
+        max_bits = int(get_version(ws, dataset_id).config.get("source_hamming", SOURCE_HAMMING))
+    q = "SELECT source_sha256 FROM dataset_rows WHERE dataset_id = ? AND split = ?"
+    with Warehouse.open(ws).read() as con:
+        test, t_ident, t_every = load_hashes(con, q, [dataset_id, "test"])
+        train, r_ident, r_every = load_hashes(con, q, [dataset_id, "train"])
+        n_test = con.execute(f"SELECT count(DISTINCT source_sha256) FROM ({q})", [dataset_id, "test"]).fetchone()[0]
+    pairs = []
+    if test and train:
+        ident = np.concatenate([t_ident, r_ident])
+        d = pair_distances(ident, np.concatenate([t_every, r_every]))[:len(test), len(test):]
+        for i, j in zip(*np.nonzero(d <= max_bits)):
+            pairs.append({"test_source": test[i], "train_source": train[j], "bits": int(d[i, j])})
+    details = {"max_bits": max_bits, "n_test_sources": int(n_test), "n_unhashed_test_sources": int(n_test) - len(test),
+               "n_near_duplicates": len(pairs), "near_duplicates": pairs[:20], "hash_failures": hashed["failed"]}
+    if pairs:
+        details["fix"] = ("rebuild the dataset with CurationConfig split_linking='perceptual' (a new split scheme "
+                          "that links near-duplicate sources)")
+    return not pairs, details

@@ -8,10 +8,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from warehouse.scale import LABEL_SCALE
+
 SPLITS = ("train", "validation", "test")
 IMAGE_DIMS = ("overall", "naturalness", "artifacts")
 ANNOTATION_SOURCES = ("sync", "imported")   # annotations.source (migration 008)
 REGION_DIMS = ("success", "preserve")
+SPLIT_LINKINGS = ("auto", "sha256", "perceptual")
+PERCEPTUAL_LINKING = "dhash-dihedral-crops-v1"   # filters.source_hashes; a new method = a new scheme
 
 
 @dataclass
@@ -23,8 +27,11 @@ class CurationConfig:
     # empty = both.
     annotation_sources: list[str] = field(default_factory=list)
     # Aggregate statistic exported as the score: 'median' (ordinal; ties interpolate, e.g.
-    # ratings 3 and 4 give 3.5) or 'mean'. Score = 5 * statistic, on 0..25.
+    # ratings 3 and 4 give 3.5) or 'mean'. Score = stars_to_reward(statistic), on 0..25.
     score_stat: str = "median"
+    # The star -> reward mapping (warehouse/scale.py). Part of the config hash, so datasets
+    # built with a new mapping are new versions; only the current one can be built.
+    label_scale: str = LABEL_SCALE
     # Filters (ratings in stars 1..5, areas in pixels).
     min_annotators: int = 1            # complete annotations (overall, naturalness, artifacts)
     min_region_area: int = 64          # non-background regions below this are dropped
@@ -42,6 +49,14 @@ class CurationConfig:
     # Splits.
     seed: int = 0
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)   # train, validation, test
+    # How samples are linked into split components (splits.py): 'sha256' (same source/edited
+    # bytes, or group: the original scheme), 'perceptual' (also sources that are near-duplicates
+    # under flips, 90-degree rotations, crops, resizes, re-encodes), or 'auto': a workspace that
+    # already has 'sha256' assignments for this seed and fractions and none of 'perceptual' keeps
+    # 'sha256' (its splits never move) until it opts in with split_linking='perceptual'; any other
+    # workspace gets 'perceptual'. build_dataset records the resolved value.
+    split_linking: str = "auto"
+    source_hamming: int = 10           # dihedral-min dHash distance linking two sources (perceptual)
     license: str = "CC-BY-4.0"
 
     def __post_init__(self) -> None:
@@ -53,6 +68,11 @@ class CurationConfig:
         bad = sorted(set(self.annotation_sources) - set(ANNOTATION_SOURCES))
         if bad:
             raise ValueError(f"CurationConfig.annotation_sources {bad} unknown; use any of {list(ANNOTATION_SOURCES)}")
+        if self.label_scale != LABEL_SCALE:
+            raise ValueError(f"CurationConfig.label_scale: only the current scale {LABEL_SCALE!r} can be built "
+                             f"(got {self.label_scale!r}); existing versions keep theirs")
+        if self.split_linking not in SPLIT_LINKINGS:
+            raise ValueError(f"CurationConfig.split_linking must be one of {SPLIT_LINKINGS}, got {self.split_linking!r}")
         if self.min_annotators < 1:
             raise ValueError(f"CurationConfig.min_annotators must be >= 1, got {self.min_annotators}")
 
@@ -71,10 +91,16 @@ class CurationConfig:
     def hash(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
-    def split_scheme(self) -> str:
-        """Split assignments are shared by every config with the same seed and fractions."""
-        key = json.dumps({"seed": self.seed, "fractions": list(self.fractions)}, sort_keys=True)
-        return "s" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    def split_scheme(self, linking: str | None = None) -> str:
+        """Split assignments are shared by every config with the same seed, fractions and linking
+        (the 'sha256' scheme keeps its original name, so existing assignments stay valid)."""
+        linking = linking or self.split_linking
+        if linking == "auto":
+            raise ValueError("split_scheme: resolve split_linking='auto' first (splits.resolve_linking)")
+        key = {"seed": self.seed, "fractions": list(self.fractions)}
+        if linking == "perceptual":
+            key |= {"linking": PERCEPTUAL_LINKING, "source_hamming": self.source_hamming}
+        return "s" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CurationConfig":

@@ -3,7 +3,8 @@
 One write transaction: agreement report, (optional) annotator exclusion, aggregation, filters,
 stable splits, then the rows. The version id is 'sfr-' + sha256 of (rows hash, regions hash,
 config hash), so building twice from the same warehouse state gives the same id and an
-existing version is returned unchanged. Scores are stored on 0..25 (5 * rating statistic).
+existing version is returned unchanged. Scores are stored on 0..25 (warehouse/scale.py: 1 star = 0,
+5 stars = 25, applied to the rating statistic).
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from warehouse.curation.aggregate import aggregate_into_tables, prepare_current
 from warehouse.curation.agreement import compute_agreement, record_agreement
 from warehouse.curation.config import SPLITS, CurationConfig
 from warehouse.curation.filters import apply_sample_filters, build_candidate_regions, ensure_hashes
-from warehouse.curation.splits import assign_splits
+from warehouse.curation.nearsource import ensure_source_hashes
+from warehouse.curation.splits import assign_splits, resolve_linking
 from warehouse.db import Warehouse
+from warehouse.scale import star_spread_to_reward_sql as spread_sql
+from warehouse.scale import stars_to_reward_sql as reward_sql
 from warehouse.workspace import Workspace
 
 ROW_COLS = ["sample_id", "group_id", "source_sha256", "edited_sha256", "split", "instruction", "category",
@@ -61,8 +65,12 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
     t0 = time.perf_counter()
     if config.dedupe_hamming >= 0:
         ensure_hashes(ws)
-    timings["hashes"] = time.perf_counter() - t0
     wh = Warehouse.open(ws)
+    with wh.read() as con:
+        config = resolve_linking(con, config)   # recorded resolved: part of the version's identity
+    if config.split_linking == "perceptual":
+        ensure_source_hashes(ws)
+    timings["hashes"] = time.perf_counter() - t0
     with wh.write() as con:
         t = time.perf_counter()
         prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources)
@@ -94,8 +102,9 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ds_rows AS
             SELECT s.sample_id, s.group_id, s.source_sha256, s.edited_sha256, p.split, s.instruction,
-                   s.category, s.editor, 5 * a.overall_{stat} AS overall,
-                   5 * a.naturalness_{stat} AS naturalness, 5 * a.artifacts_{stat} AS artifacts,
+                   s.category, s.editor, {reward_sql(f'a.overall_{stat}')} AS overall,
+                   {reward_sql(f'a.naturalness_{stat}')} AS naturalness,
+                   {reward_sql(f'a.artifacts_{stat}')} AS artifacts,
                    a.n_annotators
             FROM cand c JOIN samples s USING (sample_id) JOIN sample_split p USING (sample_id)
             JOIN cur_agg_samples a USING (sample_id)
@@ -105,8 +114,8 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
             SELECT sample_id, region_id,
                    CAST(row_number() OVER (PARTITION BY sample_id ORDER BY kind = 'background', ord, region_id) - 1 AS INTEGER) AS ord,
                    kind, rle, x1, y1, x2, y2, area,
-                   5 * success_{stat} AS success, 5 * preserve_{stat} AS preserve,
-                   5 * success_std AS success_std, 5 * preserve_std AS preserve_std,
+                   {reward_sql(f'success_{stat}')} AS success, {reward_sql(f'preserve_{stat}')} AS preserve,
+                   {spread_sql('success_std')} AS success_std, {spread_sql('preserve_std')} AS preserve_std,
                    coalesce(n_annotators, 0) AS n_annotators, verdict, mask_source
             FROM cand_regions WHERE sample_id IN (SELECT sample_id FROM ds_rows)
         """)
@@ -170,3 +179,16 @@ def list_versions(ws: Workspace) -> list[DatasetVersion]:
 def latest_version_id(ws: Workspace) -> str | None:
     rows = Warehouse.open(ws).query("SELECT dataset_id FROM dataset_versions ORDER BY created_at DESC LIMIT 1")
     return rows[0][0] if rows else None
+
+
+def label_scale_of(ws: Workspace | Warehouse, dataset_id: str | None) -> str | None:
+    """The label scale (warehouse/scale.py) of a dataset version's scores: what it recorded, or
+    the legacy scale for versions built before label scales were recorded; None when the version
+    is unknown (e.g. a model registered without a dataset)."""
+    from warehouse.scale import LEGACY_LABEL_SCALE
+    if not dataset_id:
+        return None
+    try:
+        return get_version(ws, dataset_id).config.get("label_scale", LEGACY_LABEL_SCALE)
+    except KeyError:
+        return None

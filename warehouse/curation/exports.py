@@ -71,6 +71,16 @@ JUDGE_SYSTEM = (
     "score, the overall score and the [naturalness, artifacts] pair, all on 0..25.")
 
 
+def _scale_text(cfg: dict) -> str:
+    """How this version's stars became scores (versions built before warehouse/scale.py record
+    no label_scale: they used reward = 5 x stars)."""
+    from warehouse.scale import LEGACY_LABEL_SCALE
+    scale = cfg.get("label_scale", LEGACY_LABEL_SCALE)
+    if scale == LEGACY_LABEL_SCALE:
+        return f"label scale {scale}: 5 x the 1..5 star rating, so 1 star = 5"
+    return f"label scale {scale}: (stars - 1) x 6.25, so 1 star = 0 and 5 stars = 25"
+
+
 def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
@@ -274,7 +284,7 @@ def write_card(ws: Workspace, version: DatasetVersion, out: Path, fmt: str) -> P
         f"# {version.name} — dataset version `{version.dataset_id}`", "",
         f"License: {cfg.get('license')}", "",
         f"Format ({fmt}): {FORMAT_TEXT[fmt]}", "",
-        "Scores are on 0..25 (5 x the 1..5 star rating, statistic: "
+        f"Scores are on 0..25 ({_scale_text(cfg)}, statistic: "
         f"{cfg.get('score_stat')}); NaN/null = not rated. Splits never share a source image, an edited "
         "image or a GRPO group.", "",
         "## Counts", "", "| split | samples |", "|---|---|",

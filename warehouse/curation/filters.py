@@ -42,6 +42,46 @@ def dhash(image: Image.Image | bytes, size: int = 8) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
+# Perceptual hashes of sources (split linking, warehouse/curation/nearsource.py): the same
+# difference hash at 16 x 16 = 256 bits, of several centre crops and of the 8 dihedral variants
+# (4 quarter turns x mirror), so that flips, 90-degree turns and a crop of most of the photo
+# meet the original at the same scale and orientation.
+SOURCE_HASH_SIZE = 16
+SOURCE_CROPS = (100, 90, 80)      # centre crop, percent of each side
+_THUMB = 64                       # variants are taken on a grey thumbnail (cheap, same bits)
+
+
+def _bits_to_words(bits: np.ndarray) -> list[int]:
+    """Bits (bool [n*64]) -> n signed 64-bit ints (DuckDB BIGINT), most significant first."""
+    words = []
+    for chunk in bits.reshape(-1, 64):
+        value = int("".join("1" if b else "0" for b in chunk), 2)
+        words.append(value - (1 << 64) if value >= (1 << 63) else value)
+    return words
+
+
+def dihedral_dhashes(image: Image.Image | bytes, crops: tuple[int, ...] = SOURCE_CROPS,
+                     size: int = SOURCE_HASH_SIZE) -> list[tuple[int, int, list[int]]]:
+    """[(crop percent, variant, words)] of an image: for each centre crop (percent of width and
+    height) and each dihedral variant (variant = 4 * mirrored + quarter turns), the dHash with
+    size*size bits as size*size/64 signed 64-bit words. (crop 100, variant 0) is the image as is."""
+    if isinstance(image, (bytes, bytearray)):
+        image = Image.open(io.BytesIO(image))
+    grey = image.convert("L")
+    w, h = grey.size
+    out = []
+    for pct in crops:
+        cw, ch = w * pct / 100, h * pct / 100
+        box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+        thumb = np.asarray(grey.resize((_THUMB, _THUMB), Image.Resampling.LANCZOS, box=box), dtype=np.float32)
+        for variant in range(8):
+            v = np.rot90(thumb[:, ::-1] if variant >= 4 else thumb, variant % 4)
+            g = np.asarray(Image.fromarray(np.ascontiguousarray(v)).resize((size + 1, size),
+                                                                          Image.Resampling.BILINEAR))
+            out.append((pct, variant, _bits_to_words((g[:, 1:] > g[:, :-1]).flatten())))
+    return out
+
+
 def hamming(a: int, b: int) -> int:
     return bin((a ^ b) & ((1 << 64) - 1)).count("1")
 

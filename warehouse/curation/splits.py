@@ -1,11 +1,17 @@
 """Leakage-free, stratified, stable train/validation/test splits.
 
 Samples are linked when they share a source image, an edited image (also when one sample's
-edited image is another's source) or a GRPO group; linked samples form a component
+edited image is another's source) or a GRPO group, and under the 'perceptual' linking also when
+their sources are near-duplicates (flips, 90-degree turns, crops, resizes, re-encodes of one photo;
+warehouse/curation/nearsource.py): each near-duplicate source's sha256 becomes an image key of
+the other's samples, so a mirrored copy of an assigned photo inherits its split. Linked samples
+form a component
 (union-find via scipy connected components) and a component never straddles splits.
 
 Stability: every image hash and group id that receives a split is written to
-`split_assignments` (per scheme = seed + fractions) and never changes. A new sample touching
+`split_assignments` (per scheme = seed + fractions + linking) and never changes. A workspace
+keeps the linking of its existing assignments until it opts in (CurationConfig.split_linking,
+resolve_linking). A new sample touching
 an assigned key inherits its split. A new sample whose keys were assigned to two different
 splits (it would bridge them) is excluded as `split_conflict`; if new keys still join samples
 of different splits, the samples with new keys in that component are excluded as well.
@@ -17,6 +23,7 @@ samples (existing assignments included). Deterministic from the seed and the war
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import duckdb
@@ -26,18 +33,39 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from warehouse.curation.config import SPLITS, CurationConfig
+from warehouse.curation.nearsource import link_table
+
+
+def resolve_linking(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> CurationConfig:
+    """config with split_linking 'auto' resolved: 'sha256' when the warehouse already holds
+    assignments of the sha256 scheme (same seed and fractions) and none of the perceptual one
+    (an existing workspace keeps its splits until it opts in), else 'perceptual'."""
+    if config.split_linking != "auto":
+        return config
+    def n(linking: str) -> int:
+        return con.execute("SELECT count(*) FROM split_assignments WHERE scheme = ?",
+                           [config.split_scheme(linking)]).fetchone()[0]
+    linking = "sha256" if n("sha256") and not n("perceptual") else "perceptual"
+    return dataclasses.replace(config, split_linking=linking)
 
 
 def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dict[str, int]:
     """Temp table `sample_split(sample_id, split)` for every sample of the warehouse (conflicts
-    left out and recorded in `excl` when still candidates); new keys persisted."""
+    left out and recorded in `excl` when still candidates); new keys persisted. With the
+    'perceptual' linking, `source_hashes` must be filled first (nearsource.ensure_source_hashes)."""
+    config = resolve_linking(con, config)
     scheme = config.split_scheme()
-    con.execute("""
+    near = ""
+    if config.split_linking == "perceptual":
+        link_table(con, config.source_hamming)
+        near = "UNION SELECT si, 'image', l.other FROM s JOIN src_links l ON l.sha = s.source_sha256"
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE sk AS
         WITH s AS (SELECT row_number() OVER (ORDER BY sample_id) - 1 AS si, * FROM samples)
         SELECT si, 'image' AS key_kind, source_sha256 AS key FROM s
         UNION SELECT si, 'image', edited_sha256 FROM s
         UNION SELECT si, 'group', group_id FROM s
+        {near}
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE sk_nodes AS

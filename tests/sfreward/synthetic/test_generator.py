@@ -141,3 +141,26 @@ def test_cli_synth(tmp_path, capsys):
     assert out["manifest"].startswith(str(home / "batches"))
     assert main(["--home", str(home), "synth", "--rollouts", "0"]) == 2
     assert "rollouts" in capsys.readouterr().err
+
+
+def test_procedural_sources_are_distinct_and_never_near_duplicates():
+    """Sources beyond the photos: procedural scenes (extra='procedural') are new images, not
+    copies, so the perceptual split linking keeps each its own component."""
+    import itertools
+
+    from PIL import Image
+
+    from sfreward.synthetic import SynthConfig, build_scenes
+    from warehouse.curation.filters import dihedral_dhashes
+    from warehouse.curation.nearsource import SOURCE_HAMMING, source_distance
+
+    scenes = build_scenes(SynthConfig(n_sources=12, image_size=64, extra="procedural"))
+    assert len(scenes) == 12 and sum("procedural" in s.name for s in scenes) >= 4
+    hashes = [dihedral_dhashes(Image.fromarray((s.image * 255).round().astype("uint8"))) for s in scenes]
+    close = [(scenes[a].name, scenes[b].name) for a, b in itertools.combinations(range(len(scenes)), 2)
+             if source_distance(hashes[a], hashes[b]) <= SOURCE_HAMMING]
+    assert close == []
+    # The default still mirrors photos: those copies ARE near-duplicates of their originals.
+    mirrored = build_scenes(SynthConfig(n_sources=9, image_size=64))
+    h = [dihedral_dhashes(Image.fromarray((s.image * 255).round().astype("uint8"))) for s in (mirrored[0], mirrored[8])]
+    assert mirrored[8].name.endswith("-v1") and source_distance(*h) <= SOURCE_HAMMING

@@ -70,7 +70,7 @@ def test_hf_parquet_round_trip(built, monkeypatch):
                 assert g["bbox"] == [w["x1"], w["y1"], w["x2"], w["y2"]] == list(masks.bbox_xyxy(m))
                 assert g["area"] == int(m.sum())
                 assert g["success"] == pytest.approx(w["success"]) and g["preserve"] == pytest.approx(w["preserve"])
-                assert 5 <= g["success"] <= 25
+                assert 0 <= g["success"] <= 25   # 1 star = 0 (warehouse/scale.py)
                 n_masks += 1
     assert n_masks == v.n_regions
     card = (paths["hf"] / "README.md").read_text()
