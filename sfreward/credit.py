@@ -1,4 +1,4 @@
-"""Spatial credit assignment for Flow-GRPO-style trainers (notes/spatial-credit.md).
+"""Spatial credit assignment for Flow-GRPO-style trainers (docs/spatial-credit.md).
 
 Pure torch, batched, no Python loops over pixels, tokens, regions or rollouts.
 
@@ -332,7 +332,7 @@ def region_weighted_loss(
     mask: Tensor | None = None,
     adv_clip: float | None = 5.0,
 ) -> Tensor:
-    """Region-weighted clipped GRPO objective (notes/spatial-credit.md, step 4).
+    """Region-weighted clipped GRPO objective (docs/spatial-credit.md, step 4).
 
     `L[i, t, r] = sum_n m[r, n] l[i, t, n] / sum_n m[r, n]`, `rho = exp(L_new - L_old)`,
     `loss = -(1 / (G' T)) sum_{i, t} sum_r pi[i, r] min(rho A, clip(rho, 1-eps, 1+eps) A)`.

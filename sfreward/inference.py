@@ -9,7 +9,7 @@ A bad item (undecodable image, mask of the wrong size, empty instruction, non-fi
 output) comes back with `valid=False` and an `error` naming the input and the problem; the rest
 of the batch is scored normally.
 
-Region rewards follow notes/spatial-credit.md: `phi_r = min(success_r, preserve_r)` (the
+Region rewards follow docs/spatial-credit.md: `phi_r = min(success_r, preserve_r)` (the
 background region: its preserve score), `AES = min(naturalness, artifacts)`,
 `R_r = sqrt(phi_r * AES) / 25` in [0, 1]. All scores are on the 0..25 scale.
 """
@@ -133,7 +133,7 @@ class ScorerConfig:
 
 
 def region_reward(phi: float, aes: float) -> float:
-    """R = sqrt(phi * AES) / 25 with both clamped to 0..25 (notes/spatial-credit.md)."""
+    """R = sqrt(phi * AES) / 25 with both clamped to 0..25 (docs/spatial-credit.md)."""
     return math.sqrt(min(max(phi, 0.0), SCALE) * min(max(aes, 0.0), SCALE)) / SCALE
 
 

@@ -4,7 +4,7 @@
     ("Dataset export"): <home>/datasets/<id>/hf/{split}-00000-of-00001.parquet, written with
     the HF features in the schema metadata so `datasets.load_dataset("parquet", ...)` restores
     the Image and List types. Empty splits get no file.
-(b) `export_reward_json`: the region-reward format (notes/spatial-credit.md), JSON lines per
+(b) `export_reward_json`: the region-reward format (docs/spatial-credit.md), JSON lines per
     split in <id>/reward_json/{split}.jsonl, one edited image per line:
       {"sample_id", "group_id", "split", "source", "edited" (paths relative to <id>/),
        "instruction", "category",
