@@ -30,6 +30,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from annotation.processes import port_is_free
+
 HOST = "127.0.0.1"
 ROLE = "sfr"
 OS_USER = "sfr-postgres"
@@ -159,16 +161,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-            return True
-        except OSError:
-            return False
-
-
 def _write_private_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, not even briefly
@@ -244,7 +236,7 @@ def start(cluster: Cluster, timeout_s: float = 120.0, durable: bool = True) -> d
     st = status(cluster)
     if st["running"]:
         return {**st, "started": False}
-    if not _port_is_free(st["port"]):
+    if not port_is_free(st["port"]):
         raise PostgresError(f"port {st['port']} on {HOST} (recorded in {cluster.credentials_file}) is in use by "
                             "another program; stop it, or move this cluster to another port in that file "
                             "and in data/postgresql.conf")

@@ -120,16 +120,6 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
             yield RawRow(number, text, fields)
 
 
-def _image_cell(cell: Any) -> tuple[bytes | None, str | None]:
-    if isinstance(cell, dict):
-        return cell.get("bytes"), cell.get("path")
-    if isinstance(cell, (bytes, bytearray)):
-        return bytes(cell), None
-    if isinstance(cell, str):
-        return None, cell
-    return None, None
-
-
 def _read_parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
@@ -149,8 +139,8 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
         for batch in pf.iter_batches(batch_size=64):
             for rec in batch.to_pylist():
                 number += 1
-                src_bytes, src_path = _image_cell(rec.get("source"))
-                ed_bytes, ed_path = _image_cell(rec.get("edited"))
+                src_bytes, src_path = sources.image_cell(rec.get("source"))
+                ed_bytes, ed_path = sources.image_cell(rec.get("edited"))
                 fields = {k: rec.get(k) for k in KNOWN_KEYS if k in rec}
                 fields["source"], fields["edited"] = src_path, ed_path
                 text = json.dumps({k: v for k, v in fields.items()}, default=str)

@@ -209,7 +209,7 @@ def test_annotate_task_is_deterministic_and_rounds_truth():
     assert ("p1", "success") not in by and ("p1", "preserve") not in by and ("p1", "preserve_outside") not in by
     assert by[("outside", "outside")]["choices"] == [C.OUTSIDE_YES]
     # A damaged background: "no", and only that region rated.
-    truth["regions"][1].update(preserve=10.0, verdict="artifact")
+    truth["regions"][1].update(preserve=6.25, verdict="artifact")   # 6.25 = 2 stars on the one scale
     by = {(r["id"], r["from_name"]): r["value"] for r in annotate_task(bot, task, truth)[0]}
     assert by[("outside", "outside")]["choices"] == [C.OUTSIDE_NO]
     assert by[("p1", "preserve_outside")]["rating"] == 2 and by[("p1", "verdict")]["choices"] == ["artifact"]

@@ -80,5 +80,8 @@ def test_chunked_backward_equals_full_backward():
         d.module.zero_grad()
         backward(d, ro, cr, GRPOConfig(mode="region", beta=0.0, timestep_chunk=chunk))
         out[chunk] = grads(d)
-    torch.testing.assert_close(out[1], out[None], rtol=1e-5, atol=1e-8)
-    assert float(out[None].abs().sum()) > 0
+    # Chunking only reorders float sums (and the thread count, set by earlier tests, changes
+    # reduction order too): equal up to rounding relative to the gradient's own scale.
+    scale = float(out[None].abs().max())
+    assert scale > 0
+    torch.testing.assert_close(out[1], out[None], rtol=1e-4, atol=1e-5 * scale)
