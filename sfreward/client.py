@@ -54,6 +54,10 @@ class ClientConfig:
     # ~1 ms of base64 decoding per 256x256 image, on its busiest thread). "json": one JSON body
     # with base64 images, for callers that can only send JSON.
     transport: str = "multipart"
+    # Pin the model that scores every request (a model id, or an alias re-read by the server):
+    # a GRPO job pinned to a model id keeps it when another model is promoted. None: the
+    # server's default alias. Each response names the version that scored it.
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
@@ -117,6 +121,8 @@ class RewardClient:
         tok = token if token is not None else os.environ.get("SFR_SERVER_TOKEN")
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
         c = self.config
+        if c.model:
+            headers["X-SFR-Model"] = c.model
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers,
             timeout=httpx.Timeout(c.timeout_s, connect=c.connect_timeout_s),

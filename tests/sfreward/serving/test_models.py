@@ -65,6 +65,11 @@ def test_pinned_requests_keep_their_version_across_promotion(workspace, two_mode
             assert r.status_code == 200
             assert r.json()["model_version"] == v1 and r.headers["x-model-version"] == v1
             assert r.json()["rewards"] == r1.json()["rewards"]
+        # RewardClient pins the same way (ClientConfig.model).
+        from sfreward.client import ClientConfig, RewardClient
+        with RewardClient(srv.url, token=server_token, config=ClientConfig(model=v1)) as client:
+            ans = client.score_group(src, edits_of(src, 4), "recolour the box", regions=box_regions(64, 64))
+        assert ans["model_version"] == v1 and ans["rewards"] == r1.json()["rewards"]
         # An alias pin follows the alias; the in-process scorer agrees with the served v2.
         r = httpx.post(srv.url + "/v1/score_group", json=body, headers={**auth, "X-SFR-Model": "production"}, timeout=60)
         assert r.json()["model_version"] == v2
@@ -85,7 +90,7 @@ def test_pinned_requests_keep_their_version_across_promotion(workspace, two_mode
                            headers={**auth, "X-SFR-Model": v1}, timeout=60)
         assert clash.status_code == 422 and "disagree" in clash.json()["error"]["message"]
         m = httpx.get(srv.url + "/metrics").text
-    assert metric(m, "sfr_items_scored_total", model_version=v1) == 16   # 4 requests of 4
+    assert metric(m, "sfr_items_scored_total", model_version=v1) == 20   # 5 requests of 4 (one through RewardClient)
     assert metric(m, "sfr_items_scored_total", model_version=v2) == 8    # 2 requests of 4
     assert metric(m, "sfr_model_reloads_total") == 1
     assert metric(m, "sfr_errors_total", route="/v1/score_group", status=422) == 3
