@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one config field (VALUE parsed as JSON, else a string); repeatable")
     b.add_argument("--seed", type=int, help="split seed")
     b.add_argument("--name", help="dataset name")
+    b.add_argument("--default-ratings", metavar="{count,ignore}",
+                   help="ratings filled from a recorded default (e.g. 'outside the edit preserved? yes'): "
+                        "'count' like clicked ones (the default) or 'ignore' as missing")
     b.set_defaults(func=cmd_build)
 
     ls = dsub.add_parser("list", help="recorded dataset versions, newest first")
@@ -69,6 +72,8 @@ def _config(args: argparse.Namespace) -> CurationConfig:
         d["seed"] = args.seed
     if args.name:
         d["name"] = args.name
+    if args.default_ratings is not None:
+        d["default_ratings"] = args.default_ratings
     try:
         return CurationConfig.from_dict(d)
     except (TypeError, ValueError) as e:

@@ -26,7 +26,8 @@ GROUP = "curation"
 
 
 class CurationRunConfig(dg.Config):
-    """Overrides of `warehouse.curation.CurationConfig` as JSON, e.g. '{"seed": 1}'."""
+    """Overrides of `warehouse.curation.CurationConfig` as JSON, e.g. '{"seed": 1}' or
+    '{"default_ratings": "ignore"}' (default-filled ratings count as missing)."""
 
     overrides_json: str = "{}"
 

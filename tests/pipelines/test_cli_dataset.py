@@ -39,3 +39,15 @@ def test_user_errors(curation_ws, capsys, tmp_path):
     bad.write_text("{nope")
     rc, _, err = _run(capsys, "--home", home, "dataset", "build", "--config", str(bad))
     assert rc == 2 and "bad.json is not valid JSON" in err
+
+
+def test_build_default_ratings_flag(curation_ws, annotated_warehouse, capsys):
+    home = str(curation_ws.home)
+    base = ("--home", home, "dataset", "build", "--set", "dedupe_hamming=-1", "--set", "fractions=[0.5,0.25,0.25]")
+    rc, counted, _ = _run(capsys, *base)
+    assert rc == 0 and "default_ratings" not in counted["config"]       # the default keeps the old hash
+    rc, ignored, _ = _run(capsys, *base, "--default-ratings", "ignore")
+    assert rc == 0 and ignored["config"]["default_ratings"] == "ignore"
+    assert ignored["dataset_id"] != counted["dataset_id"]
+    rc, _, err = _run(capsys, *base, "--default-ratings", "drop")
+    assert rc == 2 and "default_ratings must be one of" in err and "'drop'" in err

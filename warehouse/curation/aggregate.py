@@ -11,6 +11,11 @@ Which annotations count: the current version (`annotations`), not deleted, one p
 and sample (the latest), not skipped (was_cancelled), valid, and last changed by its own author
 (`edited_by_other` false: in Label Studio Community any member can edit anyone's annotation);
 region ratings must be valid too.
+Default-filled ratings (migration 010: the annotator answered e.g. "everything outside the edit
+preserved? yes" and the rating was filled in for them) count like clicked ones with
+`default_ratings='count'`; with 'ignore' `prepare_current` nulls them, so every statistic,
+vote and agreement downstream treats them as missing. The flags stay in `cur_ann` /
+`cur_regions` (`artifacts_default`, `success_default`, `preserve_default`, `verdict_default`).
 Proposal regions aggregate by `region_id`; regions drawn by an annotator (region_id NULL) have
 no counterpart in other annotations and become their own region 'drawn:<project>:<id>:<key>'.
 """
@@ -20,16 +25,27 @@ from typing import Iterable
 
 import duckdb
 
+from warehouse.curation.config import DEFAULT_RATINGS
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
 
 def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] = (),
-                    exclude_annotators: Iterable[str] = (), annotation_sources: Iterable[str] = ()) -> None:
+                    exclude_annotators: Iterable[str] = (), annotation_sources: Iterable[str] = (),
+                    default_ratings: str = "count") -> None:
     """Temp table `cur_ann`: one current annotation per (sample, annotator) with flags
     `rated` (valid, not skipped, not edited by someone other than its author) and `usable` (rated
-    and the annotator not excluded).
-    `annotation_sources` ('sync', 'imported'; empty = all) keeps only annotations of those sources."""
+    and the annotator not excluded); temp table `cur_regions`: their valid region ratings.
+    `annotation_sources` ('sync', 'imported'; empty = all) keeps only annotations of those sources.
+    `default_ratings` ('count' or 'ignore', CurationConfig.default_ratings): with 'ignore',
+    ratings flagged as default-filled are NULL in both tables."""
+    if default_ratings not in DEFAULT_RATINGS:
+        raise ValueError(f"prepare_current: default_ratings must be one of {DEFAULT_RATINGS}, got {default_ratings!r}")
+    ignore = default_ratings == "ignore"
+
+    def rating(col: str, flag: str) -> str:
+        # NULL flags (rows from before migration 010) mean clicked.
+        return f"CASE WHEN coalesce({flag}, false) THEN NULL ELSE {col} END" if ignore else col
     keys = sorted(set(project_keys))
     con.execute("CREATE OR REPLACE TEMP TABLE excluded_annotators (annotator_id TEXT)")
     ex = sorted(set(exclude_annotators))
@@ -48,7 +64,9 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
         CREATE OR REPLACE TEMP TABLE cur_ann AS
         SELECT a.project_key, a.ls_annotation_id, a.task_key, a.sample_id,
                coalesce(a.annotator_id, 'anon:' || a.project_key || ':' || a.ls_annotation_id) AS annotator,
-               a.was_cancelled, a.valid, a.overall, a.naturalness, a.artifacts,
+               a.was_cancelled, a.valid, a.overall, a.naturalness,
+               {rating('a.artifacts', 'a.artifacts_default')} AS artifacts,
+               coalesce(a.artifacts_default, false) AS artifacts_default,
                coalesce(a.edited_by_other, false) AS edited_by_other, a.updated_by,
                (a.valid AND NOT a.was_cancelled AND NOT coalesce(a.edited_by_other, false)) AS rated,
                (a.valid AND NOT a.was_cancelled AND NOT coalesce(a.edited_by_other, false)
@@ -59,11 +77,17 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
             PARTITION BY a.sample_id, coalesce(a.annotator_id, 'anon:' || a.project_key || ':' || a.ls_annotation_id)
             ORDER BY a.updated_at DESC NULLS LAST, a.version DESC, a.ls_annotation_id DESC) = 1
     """, params)
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE cur_regions AS
         SELECT c.project_key, c.sample_id, c.annotator, c.usable,
                coalesce(r.region_id, 'drawn:' || r.project_key || ':' || r.ls_annotation_id || ':' || r.region_key) AS region_id,
-               r.region_id IS NULL AS is_drawn, r.success, r.preserve, r.verdict, r.rle
+               r.region_id IS NULL AS is_drawn,
+               {rating('r.success', 'r.success_default')} AS success,
+               {rating('r.preserve', 'r.preserve_default')} AS preserve,
+               {rating('r.verdict', 'r.verdict_default')} AS verdict, r.rle,
+               coalesce(r.success_default, false) AS success_default,
+               coalesce(r.preserve_default, false) AS preserve_default,
+               coalesce(r.verdict_default, false) AS verdict_default
         FROM cur_ann c
         JOIN annotation_regions r ON r.project_key = c.project_key AND r.ls_annotation_id = c.ls_annotation_id
         WHERE c.rated AND r.valid

@@ -250,7 +250,8 @@ def agreement_report(ws, config: CurationConfig | None = None) -> AgreementRepor
 
     config = config or CurationConfig()
     with Warehouse.open(ws).write() as con:
-        prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources)
+        prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources,
+                        default_ratings=config.default_ratings)
         report = compute_agreement(con, config)
         record_agreement(con, report)
     return report

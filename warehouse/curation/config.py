@@ -15,6 +15,7 @@ IMAGE_DIMS = ("overall", "naturalness", "artifacts")
 ANNOTATION_SOURCES = ("sync", "imported")   # annotations.source (migration 008)
 REGION_DIMS = ("success", "preserve")
 SPLIT_LINKINGS = ("auto", "sha256", "perceptual")
+DEFAULT_RATINGS = ("count", "ignore")   # CurationConfig.default_ratings
 PERCEPTUAL_LINKING = "dhash-dihedral-crops-v1"   # filters.source_hashes; a new method = a new scheme
 
 
@@ -29,6 +30,15 @@ class CurationConfig:
     # Aggregate statistic exported as the score: 'median' (ordinal; ties interpolate, e.g.
     # ratings 3 and 4 give 3.5) or 'mean'. Score = stars_to_reward(statistic), on 0..25.
     score_stat: str = "median"
+    # Ratings filled from a recorded default rather than clicked (migration 010: region
+    # success_default / preserve_default / verdict_default, the image's artifacts_default; e.g.
+    # "everything outside the edit preserved? yes" fills context/background preserve = 5):
+    # 'count' (a default counts like a clicked rating) or 'ignore' (a default is a missing
+    # rating: left out of counts, means, medians, stds, verdict votes and agreement; an
+    # annotation whose artifacts was defaulted is incomplete; a region rated only by default is
+    # unrated and dropped, one dimension rated only by default exports NaN). Left out of the
+    # hash at 'count', so datasets built before the field keep their ids.
+    default_ratings: str = "count"
     # The star -> reward mapping (warehouse/scale.py). Part of the config hash, so datasets
     # built with a new mapping are new versions; only the current one can be built.
     label_scale: str = LABEL_SCALE
@@ -71,6 +81,10 @@ class CurationConfig:
         if self.label_scale != LABEL_SCALE:
             raise ValueError(f"CurationConfig.label_scale: only the current scale {LABEL_SCALE!r} can be built "
                              f"(got {self.label_scale!r}); existing versions keep theirs")
+        if self.default_ratings not in DEFAULT_RATINGS:
+            raise ValueError(f"CurationConfig.default_ratings must be one of {DEFAULT_RATINGS} ('count': a "
+                             f"default-filled rating counts as given; 'ignore': it counts as missing), "
+                             f"got {self.default_ratings!r}")
         if self.split_linking not in SPLIT_LINKINGS:
             raise ValueError(f"CurationConfig.split_linking must be one of {SPLIT_LINKINGS}, got {self.split_linking!r}")
         if self.min_annotators < 1:
@@ -83,6 +97,8 @@ class CurationConfig:
         d["annotation_sources"] = sorted(self.annotation_sources)
         if not d["annotation_sources"]:  # the default: configs from before the field keep their hash
             del d["annotation_sources"]
+        if d["default_ratings"] == "count":  # likewise: today's behaviour keeps today's ids
+            del d["default_ratings"]
         return d
 
     def to_json(self) -> str:

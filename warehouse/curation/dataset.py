@@ -73,14 +73,16 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
     timings["hashes"] = time.perf_counter() - t0
     with wh.write() as con:
         t = time.perf_counter()
-        prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources)
+        prepare_current(con, config.project_keys, annotation_sources=config.annotation_sources,
+                        default_ratings=config.default_ratings)
         report = compute_agreement(con, config)
         record_agreement(con, report)
         timings["agreement"] = time.perf_counter() - t
         t = time.perf_counter()
         excluded_annotators = report.flagged_annotators if config.exclude_flagged_annotators else []
         if excluded_annotators:
-            prepare_current(con, config.project_keys, excluded_annotators, config.annotation_sources)
+            prepare_current(con, config.project_keys, excluded_annotators, config.annotation_sources,
+                            config.default_ratings)
         aggregate_into_tables(con, persist=False)   # the aggregated_labels asset persists them
         timings["aggregate"] = time.perf_counter() - t
         t = time.perf_counter()
