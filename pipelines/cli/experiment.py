@@ -22,6 +22,10 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
     g.add_argument("--pretrain-steps", type=int, default=None,
                    help=f"flow-matching steps of the editor before RL (default {d.pretrain_steps})")
+    g.add_argument("--lr", type=float, default=None, help=f"Adam learning rate of the policy (default {d.lr})")
+    g.add_argument("--beta", type=float, default=None, help=f"KL-to-reference weight (default {d.beta})")
+    g.add_argument("--max-grad-norm", type=float, default=None,
+                   help=f"clip the gradient norm before each update (default {d.max_grad_norm})")
     g.set_defaults(func=cmd_experiment_grpo)
 
 
@@ -34,6 +38,9 @@ def cmd_experiment_grpo(args: argparse.Namespace) -> int:
         cfg.rl_steps = args.steps
     if args.pretrain_steps is not None:
         cfg.pretrain_steps = args.pretrain_steps
+    for name in ("lr", "beta", "max_grad_norm"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
     if args.seeds:
         try:
             cfg.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -50,6 +50,7 @@ class GRPOExperimentConfig:
     lr: float = 3e-4
     clip_eps: float = 0.2
     beta: float = 0.004
+    max_grad_norm: float | None = None
     noise_level: float = 0.7
     eval_every: int = 5
     eval_samples: int = 2             # outputs per eval prompt (fixed noise)
@@ -71,7 +72,8 @@ class GRPOExperimentConfig:
 
     def grpo(self, mode: str) -> GRPOConfig:
         return GRPOConfig(mode=mode, group_size=self.group_size, num_steps=self.num_steps,
-                          noise_level=self.noise_level, clip_eps=self.clip_eps, beta=self.beta)
+                          noise_level=self.noise_level, clip_eps=self.clip_eps, beta=self.beta,
+                          max_grad_norm=self.max_grad_norm)
 
     def policy(self) -> PolicyConfig:
         return PolicyConfig(image_size=self.image_size, patch=self.patch, channels=tuple(self.channels),

@@ -41,6 +41,7 @@ class GRPOConfig:
     std: str = "group"              # advantage std: "group" | "global"
     region_weights: str = "area"    # pi_r in the region loss
     timestep_chunk: int | None = None   # backward every this many steps (memory); None = all at once
+    max_grad_norm: float | None = None  # clip the gradient's global norm before each update; None = off
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -228,6 +229,9 @@ def grpo_step(policy: Any, optimizer: torch.optim.Optimizer, sources: Tensor, in
     for _ in range(inner_steps):
         optimizer.zero_grad()
         stats = backward(policy, ro, cr, cfg, reference)
+        if cfg.max_grad_norm is not None:
+            params = [q for g in optimizer.param_groups for q in g["params"]]
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         optimizer.step()
     stats.update(reward=float(torch.nanmean(img_r)), images=images.detach(), rewards=rewards)
     return stats
