@@ -32,8 +32,9 @@ def check_model(home: str | os.PathLike | None, model: str) -> str:
     except (FileNotFoundError, registry.RegistryError) as e:
         raise NoProductionModel(
             f"no registered SFReward model {model!r} in the workspace ({e}). Run `sfr demo` (the whole platform "
-            f"end to end, ~10 min) or `sfr train` then `sfr models promote <model_id>` first, or pass "
-            f"--model <model directory>.") from None
+            f"end to end, ~5-10 min; it registers its model as `candidate`: pass --model candidate) or "
+            f"`sfr train` then `sfr models promote <model_id>` first, or pass --model <model id, alias or "
+            f"directory>.") from None
 
 
 def _free_port() -> int:
