@@ -97,7 +97,10 @@ def sde_step_with_logprob(
     mean = x * (1 + g**2 / (2 * s) * dt) + v * (1 + g**2 * (1 - s) / (2 * s)) * dt
     step_std = g * torch.sqrt(-dt)
     if prev_sample is None:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+        # Drawn on the generator's device, then moved: a CPU generator gives the same noise
+        # whether the latents live on the CPU or a GPU.
+        gdev = generator.device if generator is not None else x.device
+        noise = torch.randn(x.shape, generator=generator, device=gdev, dtype=torch.float32).to(x.device)
         prev_sample = mean + step_std * noise
     prev = prev_sample.detach().float()
     lp = -((prev - mean) ** 2) / (2 * step_std**2) - torch.log(step_std) - _HALF_LOG_2PI

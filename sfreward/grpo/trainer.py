@@ -77,11 +77,24 @@ def _rep(cond: dict[str, Any], n: int) -> dict[str, Any]:
     return {k: v.repeat_interleave(n, 0) if isinstance(v, Tensor) else v for k, v in cond.items()}
 
 
+def _device_of(denoiser: Any) -> torch.device:
+    """The device of the denoiser's weights (adapters wrap a torch module as `.module`)."""
+    module = getattr(denoiser, "module", denoiser)
+    p = next(iter(module.parameters()), None) if isinstance(module, torch.nn.Module) else None
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    gdev = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gdev).to(device)
+
+
 @torch.no_grad()
 def sample(denoiser: Any, cond: dict[str, Any], shape: tuple[int, ...], sigmas: Tensor,
            noise_level: float, generator: torch.Generator | None = None) -> Rollouts:
-    """SDE rollouts from pure noise; `shape` = (B, C, H, W), cond batched to B."""
-    x = torch.randn(shape, generator=generator)
+    """SDE rollouts from pure noise; `shape` = (B, C, H, W), cond batched to B. The latents
+    live on the denoiser's device; the noise comes from `generator` (CPU or not)."""
+    x = _noise(shape, generator, _device_of(denoiser))
     lat, lps = [x], []
     for i in range(len(sigmas) - 1):
         s = sigmas[i].expand(shape[0])
@@ -98,7 +111,7 @@ def sample(denoiser: Any, cond: dict[str, Any], shape: tuple[int, ...], sigmas: 
 def sample_mean(denoiser: Any, cond: dict[str, Any], shape: tuple[int, ...], sigmas: Tensor,
                 generator: torch.Generator | None = None) -> Tensor:
     """Deterministic Euler (ODE) sampling from noise, for evaluation: x_0 [B, C, H, W]."""
-    x = torch.randn(shape, generator=generator)
+    x = _noise(shape, generator, _device_of(denoiser))
     for i in range(len(sigmas) - 1):
         v = denoiser.velocity(x, sigmas[i].expand(shape[0]), cond)
         x = x + (sigmas[i + 1] - sigmas[i]) * v
