@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 from sfreward.flywheel.policy import Candidate, FlywheelConfig, Pick, select
 from warehouse.db import Warehouse
@@ -94,10 +95,17 @@ def captured_rows(wh: Warehouse, batch_id: str) -> list[CapturedRow]:
         meta = meta if isinstance(meta, dict) else {}
         u = meta.get("uncertainty")
         u = float(u) if isinstance(u, (int, float)) and not isinstance(u, bool) else float("nan")
-        at = meta.get("captured_at")
-        day = at[:10] if isinstance(at, str) and len(at) >= 10 and at[4] == "-" and at[7] == "-" else registered_day
-        out.append(CapturedRow(sid, day, u, instruction, src, ed))
+        out.append(CapturedRow(sid, _utc_day(meta.get("captured_at"), registered_day), u, instruction, src, ed))
     return out
+
+
+def _utc_day(at, fallback: str) -> str:
+    """YYYY-MM-DD (UTC) of an ISO 8601 time (naive = UTC); `fallback` when it is not one."""
+    try:
+        t = datetime.fromisoformat(at)
+    except (TypeError, ValueError):
+        return fallback
+    return (t.astimezone(timezone.utc) if t.tzinfo is not None else t).date().isoformat()
 
 
 def _alias(ws: Workspace, alias: str) -> str | None:

@@ -135,3 +135,24 @@ def test_register_skips_unwritten_captures_and_quarantines_bad_rows(workspace, t
     assert (s.ingested, s.quarantined) == (0, 1)
     d = decide_batch(workspace, got[bad.name], FlywheelConfig())
     assert (d.n_candidates, d.picks) == (0, [])
+
+
+def test_odd_capture_metadata_is_handled_per_row(workspace, tiny_scorer):
+    """A row whose uncertainty is not a number is never picked; a capture time that is not one
+    (or a naive one) falls back to the registration day (or is read as UTC); the rest go on."""
+    path, u = capture_batch(workspace, tiny_scorer, "astronaut")
+    manifest = path / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[0]["metadata"]["uncertainty"] = "high"
+    rows[1]["metadata"]["captured_at"] = "2026-13-45T10:00:00"
+    rows[2]["metadata"]["captured_at"] = "2026-11-29T23:30:00-02:00"   # 01:30 UTC on the 30th
+    rows[3]["metadata"]["captured_at"] = "2026-11-28T12:00:00"         # naive: UTC
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (b,) = ingest_captured(workspace).values()
+    d = decide_batch(workspace, b, FlywheelConfig(daily_budget=10, k_per_batch=10))
+    (registered,) = Warehouse.open(workspace).query(
+        "SELECT CAST(CAST(created_at AS DATE) AS VARCHAR) FROM batches WHERE batch_id = ?", [b])[0]
+    days = {p.candidate.sample_id: p.candidate.day for p in d.picks}
+    assert (d.n_candidates, d.n_scored) == (4, 3) and rows[0]["sample_id"] not in days
+    assert days == {rows[1]["sample_id"]: registered, rows[2]["sample_id"]: "2026-11-30",
+                    rows[3]["sample_id"]: "2026-11-28"}
