@@ -105,28 +105,32 @@ def flywheel_selection(context: dg.AssetExecutionContext, config: FlywheelRunCon
 @dg.asset(partitions_def=BATCHES, deps=[flywheel_selection, dg.AssetKey("region_proposals")], group_name=GROUP,
           kinds={"labelstudio", "duckdb"}, owners=["team:data-eng"], code_version="1", pool=WAREHOUSE_POOL,
           description="The flywheel's selected rollouts as Label Studio tasks with prefilled proposal regions, "
-                      "highest score first (idempotent: keyed by sample id).")
-def flywheel_tasks(context: dg.AssetExecutionContext, config: FlywheelRunConfig,
-                   workspace: WorkspaceResource) -> dg.MaterializeResult:
+                      "highest score first, in the project recorded with the decision (idempotent: keyed by "
+                      "sample id).")
+def flywheel_tasks(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
     from annotation.client import Connection
     from annotation.push import push_batch
     from annotation.server import ensure_server
-    from sfreward.flywheel.selection import selected
+    from sfreward.flywheel.selection import recorded
     from warehouse.db import Warehouse
 
     ws = workspace.workspace()
-    cfg = _flywheel_config(config)
-    picks = selected(Warehouse.open(ws), context.partition_key)
-    if not picks:
-        return dg.MaterializeResult(metadata={"project_key": cfg.project_key, "selected": 0, "imported": 0})
+    d = recorded(Warehouse.open(ws), context.partition_key)
+    if d is None:
+        raise dg.Failure(f"batch {context.partition_key!r} has no flywheel decision yet; "
+                         "materialize flywheel_selection for it first")
+    if not d.picks:
+        return dg.MaterializeResult(metadata={"project_key": d.project_key, "selected": 0, "imported": 0})
     url, key = ensure_server(ws)
-    # Priority 0..1 from the 0..25 score: Label Studio hands tasks out in that order.
-    s = push_batch(ws, cfg.project_key, sample_ids=[sid for sid, _ in picks],
-                   uncertainty={sid: score / 25.0 for sid, score in picks}, conn=Connection(url, key))
+    # The project recorded with the decision, so that a rerun pushes to the same place (never
+    # twice); priority 0..1 from the 0..25 score: Label Studio hands tasks out in that order.
+    s = push_batch(ws, d.project_key, sample_ids=[p.candidate.sample_id for p in d.picks],
+                   uncertainty={p.candidate.sample_id: p.candidate.score / 25.0 for p in d.picks},
+                   conn=Connection(url, key))
     if s.errors:
         context.log.warning(f"{len(s.errors)} samples were not pushed: {dict(list(s.errors.items())[:5])}")
     return dg.MaterializeResult(metadata={
-        "project_key": s.project_key, "ls_project_id": s.ls_project_id, "selected": len(picks),
+        "project_key": s.project_key, "ls_project_id": s.ls_project_id, "selected": len(d.picks),
         "imported": s.imported, "already_pushed": s.already_pushed, "adopted": s.adopted,
         "without_regions": s.without_regions, "errors": dg.MetadataValue.json(s.errors)})
 
@@ -136,7 +140,7 @@ FLYWHEEL_ASSETS = [dg.AssetKey("editing_samples"), dg.AssetKey("region_proposals
 
 
 def flywheel_run_config(cfg: FlywheelConfig) -> dict:
-    return {"ops": {name: {"config": dataclasses.asdict(cfg)} for name in ("flywheel_selection", "flywheel_tasks")}}
+    return {"ops": {"flywheel_selection": {"config": dataclasses.asdict(cfg)}}}
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,

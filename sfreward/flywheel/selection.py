@@ -2,7 +2,7 @@
 
     ids = register_captured_batches(ws)             # {capture folder: batch id}
     d = decide_batch(ws, batch_id, FlywheelConfig()) # scores, applies the policy, records it once
-    selected(ws, batch_id)                          # [(sample_id, score)] in rank order
+    recorded(Warehouse.open(ws), batch_id)          # that decision read back (None: not decided)
 
 Tables (migration 011): `flywheel_decisions` (one row per decided batch) and
 `flywheel_selections` (one row per selected rollout, with the capture day it counts against).
@@ -47,12 +47,13 @@ class Decision:
     candidate_id: str | None
     n_candidates: int
     n_scored: int
+    project_key: str                        # where the picks are pushed (recorded with the decision)
     picks: list[Pick] = field(default_factory=list)
     recorded_before: bool = False           # True: read back, not decided by this call
     used_per_day: dict[str, int] = field(default_factory=dict)   # after this decision
 
     def as_metadata(self) -> dict:
-        return {"policy": self.policy, "production_id": self.production_id or "",
+        return {"policy": self.policy, "project_key": self.project_key, "production_id": self.production_id or "",
                 "candidate_id": self.candidate_id or "", "candidates": self.n_candidates,
                 "scored": self.n_scored, "selected": len(self.picks), "recorded_before": self.recorded_before,
                 "used_per_day": self.used_per_day,
@@ -160,7 +161,8 @@ def recorded(wh: Warehouse, batch_id: str) -> Decision | None:
     with wh.read() as con:
         used = _used(con, sorted({p.candidate.day for p in picks}))
     return Decision(batch_id, d[0]["policy"], d[0]["production_id"], d[0]["candidate_id"], int(d[0]["n_candidates"]),
-                    int(d[0]["n_scored"]), picks, recorded_before=True, used_per_day=used)
+                    int(d[0]["n_scored"]), json.loads(d[0]["config"])["project_key"], picks, recorded_before=True,
+                    used_per_day=used)
 
 
 def _used(con, days: list[str]) -> dict[str, int]:
@@ -212,10 +214,5 @@ def decide_batch(ws: Workspace, batch_id: str, config: FlywheelConfig, device: s
             used_after = _used(con, sorted({c.day for c in candidates}))
     if decided_elsewhere:
         return recorded(wh, batch_id)
-    return Decision(batch_id, policy, prod, cand, len(candidates), n_scored, picks, used_per_day=used_after)
-
-
-def selected(wh: Warehouse, batch_id: str) -> list[tuple[str, float]]:
-    """[(sample_id, score)] the policy selected from `batch_id`, in rank order."""
-    return [(sid, float(score)) for sid, score in wh.query(
-        "SELECT sample_id, score FROM flywheel_selections WHERE batch_id = ? ORDER BY rank", [batch_id])]
+    return Decision(batch_id, policy, prod, cand, len(candidates), n_scored, config.project_key, picks,
+                    used_per_day=used_after)

@@ -50,6 +50,18 @@ def test_run_config_is_generated_from_the_dataclass():
     assert "per UTC capture day" in fields["daily_budget"].description
 
 
+def test_tasks_refuse_a_batch_without_a_decision(workspace):
+    from pipelines.defs.serving import flywheel_tasks
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("batches", ["b-undecided"])
+    res = dg.materialize([flywheel_tasks], partition_key="b-undecided", instance=instance, raise_on_error=False,
+                         resources={"workspace": WorkspaceResource(home=str(workspace.home))})
+    assert not res.success
+    (failure,) = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no flywheel decision yet; materialize flywheel_selection" in str(failure.event_specific_data.error)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from sfreward.flywheel import FlywheelConfig
-from sfreward.flywheel.selection import FlywheelError, decide_batch, register_captured_batches, selected
+from sfreward.flywheel.selection import FlywheelError, decide_batch, recorded, register_captured_batches
 from sfreward.server.capture import CaptureConfig, RolloutCapture
 from tests.fixtures.serving import edits_of, photo, png
 from warehouse.db import Warehouse
@@ -64,8 +64,9 @@ def test_std_policy_budget_across_batches_and_recorded_once(workspace, tiny_scor
     # Reruns read the decision back: same picks, no budget spent twice, even with a bigger budget.
     again = decide_batch(workspace, b1, FlywheelConfig(daily_budget=100, k_per_batch=4))
     assert again.recorded_before and again.picks == d1.picks
-    assert selected(Warehouse.open(workspace), b2) == [(p.candidate.sample_id, pytest.approx(p.candidate.score))
-                                                      for p in d2.picks]
+    back = recorded(Warehouse.open(workspace), b2)
+    assert back.picks == d2.picks and back.project_key == cfg.project_key and back.recorded_before
+    assert recorded(Warehouse.open(workspace), "no-such-batch") is None
     wh = Warehouse.open(workspace)
     assert wh.query("SELECT CAST(day AS VARCHAR), count(*) FROM flywheel_selections GROUP BY day") == [(DAY, 5)]
     assert wh.query("SELECT batch_id, n_selected FROM flywheel_decisions ORDER BY n_selected") == [(b2, 2), (b1, 3)]
