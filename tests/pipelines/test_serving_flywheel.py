@@ -21,7 +21,6 @@ from pipelines.resources import WorkspaceResource
 from tests.fixtures.serving import edits_of, photo
 from warehouse.db import Warehouse
 
-pytestmark = pytest.mark.labelstudio
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "flywheel-e2e"
 
@@ -108,9 +107,10 @@ def _meta(res, node: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.labelstudio
 def test_captured_rollouts_reach_label_studio_and_the_next_dataset(labelstudio, tiny_model_dir, server_token,
                                                                    monkeypatch):
-    from pipelines.defs.serving import captured_rollouts_sensor
+    from pipelines.definitions import defs
     from sfreward import registry
     from sfreward.client import RewardClient
 
@@ -127,6 +127,7 @@ def test_captured_rollouts_reach_label_studio_and_the_next_dataset(labelstudio, 
         monkeypatch.setenv(f"SFR_FLYWHEEL_{k}", v)
     resources = {"workspace": WorkspaceResource(home=str(ws.home))}
     instance = dg.DagsterInstance.ephemeral()
+    captured_rollouts_sensor = defs.resolve_sensor_def("captured_rollouts_sensor")   # as the code location loads it
     try:
         def healthy() -> bool:
             try:
