@@ -62,7 +62,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, config: AnnotationTasksC
 
 
 @dg.asset(
-    deps=[annotation_tasks],
+    deps=[annotation_tasks, dg.AssetKey("flywheel_tasks")],   # the serving domain's flywheel pushes too
     group_name="annotation",
     kinds={"labelstudio", "duckdb"},
     owners=["team:data-eng"],

@@ -8,6 +8,8 @@ were least certain (mean predicted std over regions and criteria) and writes the
 
 in the manifest format `warehouse.ingest` reads (rows with `source`, `edited`, `instruction`,
 `sample_id`, optional `editor`, `category`, `metadata`; image paths relative to the manifest).
+`metadata` holds the scores, `uncertainty` and `captured_at` (UTC, ISO 8601) that the data
+flywheel's sampling policy reads (sfreward.flywheel).
 The group id is left to ingestion (hash of source and instruction), the trainer's own group id
 is kept in `metadata.trainer_group_id`: trainers reuse ids across steps, the warehouse must not.
 
@@ -115,13 +117,15 @@ class RolloutCapture:
         meta = metadata or {}
         editor = meta.get("editor") if isinstance(meta.get("editor"), str) and meta["editor"].strip() else None
         category = meta.get("category") if isinstance(meta.get("category"), str) and meta["category"].strip() else None
+        # UTC time scored: the flywheel's daily annotation budget counts rollouts by this day.
+        captured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._lock:
             for edited, s in zip(edits, scores):
                 self._seen += 1
                 if not s.valid:
                     continue
                 u = s.uncertainty
-                row_meta = {"captured_by": "sfr-serve", "model_version": s.model_version,
+                row_meta = {"captured_by": "sfr-serve", "captured_at": captured_at, "model_version": s.model_version,
                             "uncertainty": u, "trainer_group_id": group_id,
                             "scores": {"overall": s.overall, "naturalness": s.naturalness,
                                        "artifacts": s.artifacts,
