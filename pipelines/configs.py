@@ -46,6 +46,7 @@ class _Shape:
 
 
 def _shape(cls: type, name: str) -> _Shape:
+    _field(cls, name)   # a clear error for a name that is not a field
     hint = typing.get_type_hints(cls)[name]
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
