@@ -125,7 +125,10 @@ class Flags:
                 if name not in self.fields:
                     raise KeyError(f"Flags({self.cls.__name__}): {name!r} is not one of the chosen fields")
         for name in self.fields:
-            _shape(self.cls, name)   # fail at import time, not when a user passes the flag
+            # Fail when the parser is built, not when a user passes the flag.
+            if _shape(self.cls, name).kind == "list" and name in self.defaults:
+                raise ValueError(f"Flags({self.cls.__name__}): {name} is a list flag; it has no default of "
+                                 "its own (not given: the dataclass default; given: exactly the values given)")
             help_of(self.cls, name)
 
     def flag(self, name: str) -> str:
@@ -165,7 +168,8 @@ class Flags:
         elif shape.kind == "scalar":
             kw["type"] = float if name in self.units else shape.elem
         elif shape.kind == "list":
-            kw.update(action="append", type=shape.elem, default=None if default is None else list(default))
+            # argparse's append would add to a non-empty default; None keeps the dataclass's.
+            kw.update(action="append", type=shape.elem, default=None)
             text += " (repeatable)"
         elif shape.kind == "tuple":
             kw.update(type=shape.elem, nargs=shape.length or "+")

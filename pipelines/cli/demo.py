@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags
 from warehouse.workspace import Workspace
 
 
@@ -20,26 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # -- sfr synth ------------------------------------------------------------------------------
 def register_synth(sub: argparse._SubParsersAction) -> None:
-    from sfreward.synthetic import SynthConfig
-    d = SynthConfig()
     p = sub.add_parser("synth", help="generate synthetic editing samples with per-region ground truth")
     p.add_argument("--out", default=None,
                    help="output folder (default: <home>/batches/synth-seed<SEED>)")
-    p.add_argument("--n-sources", type=int, default=d.n_sources, help="source photos")
-    p.add_argument("--groups-per-source", type=int, default=d.groups_per_source, help="instructions per photo")
-    p.add_argument("--rollouts", type=int, default=d.rollouts, help="edited images per instruction (GRPO group)")
-    p.add_argument("--size", type=int, default=d.image_size, help="image side in pixels")
-    p.add_argument("--regions", type=int, default=d.n_regions, help="regions per photo besides the background")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--source-dir", default=None, help="folder of photos to use instead of scikit-image's")
+    _synth_flags().add_to(p)
     p.set_defaults(func=cmd_synth)
 
 
+def _synth_flags() -> Flags:
+    from sfreward.synthetic import SynthConfig
+
+    return Flags(SynthConfig, ("n_sources", "groups_per_source", "rollouts", "image_size", "n_regions", "seed",
+                               "source_dir"), names={"image_size": "size", "n_regions": "regions"})
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
-    from sfreward.synthetic import SynthConfig, generate
-    cfg = SynthConfig(n_sources=args.n_sources, groups_per_source=args.groups_per_source,
-                      rollouts=args.rollouts, image_size=args.size, n_regions=args.regions,
-                      seed=args.seed, source_dir=args.source_dir)
+    from sfreward.synthetic import generate
+    cfg = _synth_flags().build(args)
     out = Path(args.out) if args.out else Workspace.open(args.home).batches / f"synth-seed{args.seed}"
     try:
         cfg.validate()

@@ -19,7 +19,7 @@ class Stage:
     shuffle: bool = field(default=True, metadata={"help": "shuffle the rows"})
     dry_run: bool = field(default=False, metadata={"help": "only print the plan"})
     device: str | None = field(default=None, metadata={"help": "where to run", "choices": ("cpu", "cuda")})
-    tags: list[str] = field(default_factory=list, metadata={"help": "free-form tags", "metavar": "TAG"})
+    tags: list[str] = field(default_factory=lambda: ["base"], metadata={"help": "free-form tags", "metavar": "TAG"})
     fractions: tuple[float, float, float] = field(default=(0.8, 0.1, 0.1), metadata={"help": "split shares"})
     columns: dict[str, str] = field(default_factory=dict, metadata={"help": "field -> column"})
     budget_bytes: int = field(default=8 << 20, metadata={"help": "memory budget"})
@@ -106,6 +106,8 @@ def test_flags_refuse_a_field_without_help_an_unknown_name_or_an_unsupported_typ
 
     with pytest.raises(TypeError, match="Odd.blob: type <class 'dict'> has no CLI/Dagster form"):
         Flags(Odd, ("blob",))
+    with pytest.raises(ValueError, match="tags is a list flag; it has no default of its own"):
+        Flags(Stage, ("tags",), defaults={"tags": ["x"]})
     with pytest.raises(TypeError, match="Stage.columns: a dict field has no CLI form"):
         _parse(Flags(Stage, ("columns",)), [])
 
@@ -247,3 +249,25 @@ def test_demo_flags_one_declaration(capsys):
                                               train_overrides=["max_steps=5", "lr=0.1"])
     text = _help(capsys, "demo")
     assert all(h in text for h in _helps(DemoConfig, _flags().fields))
+
+
+def test_push_and_synth_one_declaration(capsys):
+    from annotation.push import PushConfig
+    from pipelines.cli import build_parser
+    from pipelines.cli.annotation import _push_flags
+    from pipelines.cli.demo import _synth_flags
+    from pipelines.defs.annotation import AnnotationTasksConfig
+    from sfreward.synthetic import SynthConfig
+
+    assert from_dagster(PushConfig, AnnotationTasksConfig()) == PushConfig()
+    assert AnnotationTasksConfig.model_fields["overlap"].description == _helps(PushConfig, ["overlap"])[0]
+    args = build_parser().parse_args(["annotate", "push", "--project", "p", "--batch", "b"])
+    assert _push_flags().build(args) == PushConfig()
+    args = build_parser().parse_args(["annotate", "push", "--project", "p", "--batch", "b", "--overlap", "3",
+                                      "--region-config", "abc"])
+    assert _push_flags().build(args) == PushConfig(overlap=3, region_config_hash="abc")
+    assert all(h in _help(capsys, "annotate", "push") for h in _helps(PushConfig, _push_flags().fields))
+    assert _synth_flags().build(build_parser().parse_args(["synth"])) == SynthConfig()
+    args = build_parser().parse_args(["synth", "--size", "48", "--regions", "4", "--source-dir", "/p"])
+    assert _synth_flags().build(args) == SynthConfig(image_size=48, n_regions=4, source_dir="/p")
+    assert all(h in _help(capsys, "synth") for h in _helps(SynthConfig, _synth_flags().fields))
