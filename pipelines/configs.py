@@ -98,6 +98,12 @@ def help_of(cls: type, name: str) -> str:
     return text
 
 
+def documented_fields(cls: type) -> tuple[str, ...]:
+    """The fields of `cls` that carry help text, in declaration order: the settings a stage
+    offers its users, for surfaces that expose all of them."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("help"))
+
+
 # --------------------------------------------------------------------------------------- CLI
 @dataclass(frozen=True)
 class Flags:

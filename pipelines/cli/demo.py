@@ -88,17 +88,11 @@ def cmd_experiment_credit(args: argparse.Namespace) -> int:
 
 # -- sfr multiedit build|score --------------------------------------------------------------
 def register_multiedit(sub: argparse._SubParsersAction) -> None:
-    from sfreward.multiedit import MultiEditConfig
-    d = MultiEditConfig()
     p = sub.add_parser("multiedit", help="MultiEditBench: multi-region edit instructions and a per-region scorer")
     s = p.add_subparsers(dest="multiedit", metavar="ACTION", required=True)
     b = s.add_parser("build", help="write the bench (sources, instructions, regions, reference edits)")
     b.add_argument("--out", default=None, help="bench folder (default: <home>/datasets/multiedit)")
-    b.add_argument("--n-items", type=int, default=d.n_items)
-    b.add_argument("--n-targets", type=int, default=d.n_targets, help="regions to edit per instruction (>= 2)")
-    b.add_argument("--size", type=int, default=d.image_size)
-    b.add_argument("--seed", type=int, default=d.seed)
-    b.add_argument("--source-dir", default=None, help="folder of photos to use instead of scikit-image's")
+    _multiedit_flags().add_to(b)
     b.set_defaults(func=cmd_multiedit_build)
     sc = s.add_parser("score", help="score an editor's outputs (<item_id>.png files) per region")
     sc.add_argument("--bench", default=None, help="bench folder (default: <home>/datasets/multiedit)")
@@ -107,10 +101,16 @@ def register_multiedit(sub: argparse._SubParsersAction) -> None:
     sc.set_defaults(func=cmd_multiedit_score)
 
 
+def _multiedit_flags() -> Flags:
+    from sfreward.multiedit import MultiEditConfig
+
+    return Flags(MultiEditConfig, ("n_items", "n_targets", "image_size", "seed", "source_dir"),
+                 names={"image_size": "size"})
+
+
 def cmd_multiedit_build(args: argparse.Namespace) -> int:
-    from sfreward.multiedit import MultiEditConfig, build
-    cfg = MultiEditConfig(n_items=args.n_items, n_targets=args.n_targets, image_size=args.size,
-                          seed=args.seed, source_dir=args.source_dir)
+    from sfreward.multiedit import build
+    cfg = _multiedit_flags().build(args)
     out = Path(args.out) if args.out else Workspace.open(args.home).datasets / "multiedit"
     try:
         path = build(out, cfg)

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.cli import CLIError, print_json
-from pipelines.configs import Flags
+from pipelines.configs import Flags, documented_fields
 from sfreward.regions import CheckpointError, ProposalError, ProposerConfig
 from sfreward.regions.group import all_groups, groups_of_batch, propose_for_groups
 from warehouse.db import WarehouseError
@@ -30,13 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _flags() -> Flags:
-    """`sfr propose`'s proposer flags, from ProposerConfig. Unset flags (None) leave the --config
+    """`sfr propose`'s proposer flags: every documented ProposerConfig field. Unset flags (None) leave the --config
     file's value or the dataclass default; checkpoint and model type default to the environment
     (read when the parser is built, so tests can set it)."""
-    return Flags(ProposerConfig, ("checkpoint", "model_type", "device", "name", "points_per_side", "max_regions"),
+    return Flags(ProposerConfig, documented_fields(ProposerConfig),
                  defaults={"checkpoint": os.environ.get("SFR_SAM_CHECKPOINT"),
                            "model_type": os.environ.get("SFR_SAM_MODEL_TYPE"),
-                           "name": None, "points_per_side": None, "max_regions": None},
+                           "name": None, "points_per_side": None, "max_regions": None,
+                           "min_area_frac": None, "nms_iou": None},
                  notes={"checkpoint": "default $SFR_SAM_CHECKPOINT; none: the classical proposer",
                         "model_type": "default $SFR_SAM_MODEL_TYPE, else vit_b with a checkpoint"})
 

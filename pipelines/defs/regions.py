@@ -9,7 +9,7 @@ import os
 
 import dagster as dg
 
-from pipelines.configs import dagster_config, from_dagster
+from pipelines.configs import dagster_config, documented_fields, from_dagster
 from pipelines.partitions import BATCHES
 from pipelines.resources import WorkspaceResource
 from sfreward.regions import ProposerConfig, propose_for_batch
@@ -19,12 +19,8 @@ from sfreward.regions import ProposerConfig, propose_for_batch
 # under the warehouse lock, so they do not need the warehouse pool as well.
 GPU_POOL = "gpu"
 
-# The proposer settings a run can set, declared once in ProposerConfig (names, defaults, help).
-PROPOSER_RUN_FIELDS = ("model_type", "checkpoint", "device", "name", "points_per_side", "max_regions",
-                       "min_area_frac", "nms_iou")
-
-
-class RegionProposalsConfig(dagster_config(ProposerConfig, PROPOSER_RUN_FIELDS)):
+# The proposer settings a run can set: every documented ProposerConfig field (as `sfr propose`).
+class RegionProposalsConfig(dagster_config(ProposerConfig, documented_fields(ProposerConfig))):
     """Proposer settings; empty model_type/checkpoint fall back to the environment."""
 
     def proposer_config(self) -> ProposerConfig:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pytest
 
-from pipelines.configs import Flags, dagster_config, dagster_values, default_of, from_dagster
+from pipelines.configs import Flags, dagster_config, dagster_values, default_of, documented_fields, from_dagster
 
 
 @dataclass
@@ -52,6 +52,7 @@ def _wide_parser() -> argparse.ArgumentParser:
 
 def test_flags_defaults_are_the_dataclass_defaults():
     assert _flags().build(_parse(_flags(), [])) == Stage()
+    assert documented_fields(Stage) == (*CLI_FIELDS[:-1], "columns", "budget_bytes")   # not `internal`
 
 
 def test_flags_round_trip():
@@ -188,18 +189,24 @@ def _helps(cls, names) -> list[str]:
 def test_region_proposals_one_declaration(monkeypatch, capsys):
     from pipelines.cli import build_parser
     from pipelines.cli.regions import _config
-    from pipelines.defs.regions import PROPOSER_RUN_FIELDS, RegionProposalsConfig
+    from pipelines.configs import documented_fields
+    from pipelines.defs.regions import RegionProposalsConfig
     from sfreward.regions import ProposerConfig
 
     for var in ("SFR_SAM_CHECKPOINT", "SFR_SAM_MODEL_TYPE"):
         monkeypatch.delenv(var, raising=False)
     assert RegionProposalsConfig().proposer_config() == ProposerConfig()
     assert _config(build_parser().parse_args(["propose", "--all"])) == ProposerConfig()
+    documented = documented_fields(ProposerConfig)
+    # The run config keys of before the helper, all still there.
+    assert {"model_type", "checkpoint", "device", "name", "points_per_side", "max_regions", "min_area_frac",
+            "nms_iou"} == set(documented)
     fields = RegionProposalsConfig.model_fields
-    assert [fields[n].description for n in PROPOSER_RUN_FIELDS] == _helps(ProposerConfig, PROPOSER_RUN_FIELDS)
-    cli = ("checkpoint", "model_type", "device", "name", "points_per_side", "max_regions")
+    assert [fields[n].description for n in documented] == _helps(ProposerConfig, documented)
     text = _help(capsys, "propose")
-    assert all(h in text for h in _helps(ProposerConfig, cli))
+    assert all(h in text for h in _helps(ProposerConfig, documented))
+    args = build_parser().parse_args(["propose", "--all", "--nms-iou", "0.5", "--min-area-frac", "0.01"])
+    assert _config(args) == ProposerConfig(nms_iou=0.5, min_area_frac=0.01)
     serve = _help(capsys, "serve")
     assert all(h in serve for h in _helps(ProposerConfig, ("checkpoint", "model_type", "device")))
 
@@ -271,3 +278,20 @@ def test_push_and_synth_one_declaration(capsys):
     args = build_parser().parse_args(["synth", "--size", "48", "--regions", "4", "--source-dir", "/p"])
     assert _synth_flags().build(args) == SynthConfig(image_size=48, n_regions=4, source_dir="/p")
     assert all(h in _help(capsys, "synth") for h in _helps(SynthConfig, _synth_flags().fields))
+
+
+def test_dataset_build_and_multiedit_flags_one_declaration(capsys):
+    from pipelines.cli import build_parser
+    from pipelines.cli.dataset import BUILD_FLAGS, _config
+    from pipelines.cli.demo import _multiedit_flags
+    from sfreward.multiedit import MultiEditConfig
+    from warehouse.curation import CurationConfig
+
+    assert _config(build_parser().parse_args(["dataset", "build"])) == CurationConfig()
+    args = build_parser().parse_args(["dataset", "build", "--set", "seed=3", "--seed", "4", "--name", "n",
+                                      "--default-ratings", "ignore"])
+    assert _config(args) == CurationConfig(seed=4, name="n", default_ratings="ignore")
+    assert all(h in _help(capsys, "dataset", "build") for h in _helps(CurationConfig, BUILD_FLAGS.fields))
+    assert _multiedit_flags().build(build_parser().parse_args(["multiedit", "build"])) == MultiEditConfig()
+    args = build_parser().parse_args(["multiedit", "build", "--size", "64", "--n-targets", "3"])
+    assert _multiedit_flags().build(args) == MultiEditConfig(image_size=64, n_targets=3)
