@@ -45,12 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_serve)
 
 
-def serve_flags():
+def serve_flags() -> tuple[Flags, Flags, Flags, Flags]:
     """`sfr serve`'s settings flags, from the server's config dataclasses (names, defaults, help),
     keeping the flag names users know. Returns (server, batcher, pool, capture) Flags."""
-    from sfreward.server.config import PoolConfig, ServerConfig
     from sfreward.server.batcher import BatcherConfig
     from sfreward.server.capture import CaptureConfig
+    from sfreward.server.config import PoolConfig, ServerConfig
 
     mib = (1 << 20, "MiB")
     return (
@@ -68,7 +68,7 @@ def serve_flags():
     )
 
 
-def _proposer_flags():
+def _proposer_flags() -> Flags:
     from sfreward.regions.base import ProposerConfig
 
     return Flags(ProposerConfig, ("checkpoint", "model_type", "device"),
@@ -235,8 +235,8 @@ def server_config(args: argparse.Namespace, token: str, proposer: object = None)
     try:
         return server.build(args, token=token, proposer_config=proposer, batch=batcher.build(args))
     except SettingError as e:
-        flag = "the server token" if e.field == "token" else \
-            (server.flag(e.field) if e.field in server.fields else batcher.flag(e.field))
+        flag = "the server token" if e.field == "token" else next(
+            (f.flag(e.field) for f in (server, batcher) if e.field in f.fields), e.field)
         raise CLIError(f"{flag}: {str(e).partition(': ')[2]}") from None
 
 
