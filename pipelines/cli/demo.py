@@ -59,24 +59,20 @@ def register_experiment(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     c = s.add_parser("credit", help="GRPO with region advantages vs whole-image advantages (CPU, minutes)")
     c.add_argument("--out", default=None, help="output folder (default: <home>/reports/credit_experiment)")
-    c.add_argument("--steps", type=int, default=d.steps, help="GRPO steps per run")
+    _credit_flags().add_to(c)
     c.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma-separated seeds")
-    c.add_argument("--prompts", type=int, default=d.n_prompts, help="training prompts")
-    c.add_argument("--group-size", type=int, default=d.group_size, help="rollouts per prompt")
-    c.add_argument("--threshold", type=float, default=d.threshold, help="eval reward that counts as solved")
     c.set_defaults(func=cmd_experiment_credit)
     from pipelines.cli.experiment import register_grpo
     register_grpo(s)
 
 
 def cmd_experiment_credit(args: argparse.Namespace) -> int:
-    from sfreward.experiments.credit import ExperimentConfig, run_credit_experiment
+    from sfreward.experiments.credit import run_credit_experiment
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise CLIError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    cfg = ExperimentConfig(steps=args.steps, seeds=seeds, n_prompts=args.prompts,
-                           group_size=args.group_size, threshold=args.threshold)
+    cfg = _credit_flags().build(args, seeds=seeds)
     out = Path(args.out) if args.out else Workspace.open(args.home).reports / "credit_experiment"
     try:
         res = run_credit_experiment(cfg, out, progress=True, command="sfr " + " ".join(sys.argv[1:]))
@@ -84,6 +80,12 @@ def cmd_experiment_credit(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     print_json({"summary": res["summary"], "wall_s": res["wall_s"], **res["paths"]})
     return 0
+
+
+def _credit_flags() -> Flags:
+    from sfreward.experiments.credit import ExperimentConfig
+
+    return Flags(ExperimentConfig, ("steps", "n_prompts", "group_size", "threshold"), names={"n_prompts": "prompts"})
 
 
 # -- sfr multiedit build|score --------------------------------------------------------------

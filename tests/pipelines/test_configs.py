@@ -295,3 +295,14 @@ def test_dataset_build_and_multiedit_flags_one_declaration(capsys):
     assert _multiedit_flags().build(build_parser().parse_args(["multiedit", "build"])) == MultiEditConfig()
     args = build_parser().parse_args(["multiedit", "build", "--size", "64", "--n-targets", "3"])
     assert _multiedit_flags().build(args) == MultiEditConfig(image_size=64, n_targets=3)
+
+
+def test_credit_experiment_flags_one_declaration(capsys):
+    from pipelines.cli import build_parser
+    from pipelines.cli.demo import _credit_flags
+    from sfreward.experiments.credit import ExperimentConfig
+
+    assert _credit_flags().build(build_parser().parse_args(["experiment", "credit"])) == ExperimentConfig()
+    args = build_parser().parse_args(["experiment", "credit", "--prompts", "3", "--steps", "5"])
+    assert _credit_flags().build(args, seeds=[4]) == ExperimentConfig(n_prompts=3, steps=5, seeds=[4])
+    assert all(h in _help(capsys, "experiment", "credit") for h in _helps(ExperimentConfig, _credit_flags().fields))
