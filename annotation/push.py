@@ -47,9 +47,11 @@ class PushError(ValueError):
 
 @dataclass
 class PushConfig:
-    overlap: int = 1                 # annotators per task (maximum_annotations)
+    # Fields with help text are set from the CLI and Dagster (pipelines/configs.py).
+    overlap: int = field(default=1, metadata={"help": "annotators per task (Label Studio maximum_annotations)"})
     import_batch: int = 200          # tasks per import request and per warehouse transaction
-    region_config_hash: str | None = None   # which proposer config's regions to prefill (None: newest)
+    region_config_hash: str | None = field(default=None, metadata={
+        "help": "proposer config hash whose regions are prefilled (default: the newest)"})
     title: str | None = None         # project title (default: the project key)
 
 

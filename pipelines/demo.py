@@ -37,14 +37,18 @@ DEMO_TRAIN = ["max_steps=250", "batch_size=12", "lr=1.5e-3", "warmup_steps=20", 
 
 @dataclass
 class DemoConfig:
-    n_sources: int = 40             # source photos: scikit-image's 8 colour photos + procedural scenes
-    groups_per_source: int = 2      # instructions per photo (GRPO groups)
-    rollouts: int = 4               # edited images per group
-    image_size: int = 128
-    seed: int = 0
-    annotators_per_task: int = 3
+    # Fields with help text are `sfr demo`'s flags (pipelines/cli/rundemo.py, pipelines/configs.py).
+    n_sources: int = field(default=40, metadata={
+        "help": "synthetic source photos (scikit-image's 8 colour photos, then procedural scenes)"})
+    groups_per_source: int = field(default=2, metadata={"help": "instructions per photo (GRPO groups)"})
+    rollouts: int = field(default=4, metadata={"help": "edits per GRPO group"})
+    image_size: int = field(default=128, metadata={"help": "image side, pixels"})
+    seed: int = field(default=0, metadata={"help": "seed of the synthetic data"})
+    annotators_per_task: int = field(default=3, metadata={"help": "simulated annotators per task"})
     project_key: str = "sfreward-demo"
-    train_overrides: list[str] = field(default_factory=list)   # applied after DEMO_TRAIN
+    train_overrides: list[str] = field(default_factory=list, metadata={
+        "help": "training config override, applied after the demo's own settings (pipelines/demo.py "
+                "DEMO_TRAIN), e.g. max_steps=50", "metavar": "KEY=VALUE"})
     n_pictures: int = 4
     # Splits are by source photo (near-duplicates linked), so the test share is large enough to
     # hold >= 30 samples with exactly one bad region (the localization check needs them).

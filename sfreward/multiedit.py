@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,12 @@ SUCCESS_OK = 17.5    # a target counts as done at 70 % of the way
 
 @dataclass
 class MultiEditConfig:
-    n_items: int = 8
-    n_targets: int = 2            # regions to edit per instruction (>= 2)
-    image_size: int = 256
-    seed: int = 0
-    source_dir: str | None = None
+    # Help text: `sfr multiedit build`'s flags come from these fields (pipelines/configs.py).
+    n_items: int = field(default=8, metadata={"help": "bench items (instructions)"})
+    n_targets: int = field(default=2, metadata={"help": "regions to edit per instruction (>= 2)"})
+    image_size: int = field(default=256, metadata={"help": "image side in pixels"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    source_dir: str | None = field(default=None, metadata={"help": "folder of photos to use instead of scikit-image's"})
 
     def validate(self) -> None:
         if self.n_targets < 2:

@@ -50,10 +50,13 @@ class ManifestError(ValueError):
 
 @dataclass
 class IngestConfig:
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    chunk_size: int = 128          # rows per transaction
-    workers: int = 2               # threads decoding/hashing images
+    # Help text: the CLI and the Dagster run config are built from these fields (pipelines/configs.py).
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={
+        "help": "refuse images above this many pixels (decompression bombs)"})
+    max_file_bytes: int = field(default=DEFAULT_MAX_FILE_BYTES, metadata={
+        "help": "refuse image files larger than this many bytes, before reading them"})
+    chunk_size: int = field(default=128, metadata={"help": "rows per warehouse transaction"})
+    workers: int = field(default=2, metadata={"help": "threads decoding and hashing images"})
     source_options: sources.SourceOptions | None = None   # column mapping / preset (None: ours)
 
 

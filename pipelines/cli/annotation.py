@@ -9,6 +9,7 @@ from tqdm import tqdm
 from annotation import server
 from annotation.client import LabelStudioError, connection
 from pipelines.cli import CLIError, labelstudio_db, print_json
+from pipelines.configs import Flags
 from warehouse.db import WarehouseError
 from warehouse.workspace import Workspace
 
@@ -39,9 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--batch", help="batch id")
     g.add_argument("--samples", nargs="+", help="sample ids")
-    p.add_argument("--overlap", type=int, default=1, help="annotators per task")
     p.add_argument("--gold", nargs="*", default=[], help="sample ids that are gold tasks")
-    p.add_argument("--region-config", default=None, help="proposer config hash to prefill (default newest)")
+    _push_flags().add_to(p)
     p.set_defaults(func=cmd_push)
     s = asub.add_parser("sync", help="pull new, changed and deleted annotations since the last sync")
     s.add_argument("--project", required=True, help="project key")
@@ -61,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     im.add_argument("--ls-url", default=None, help="the Label Studio the export came from (annotator ids); "
                                                     "default: the project's server if pushed from here")
     im.set_defaults(func=cmd_import)
+
+
+def _push_flags() -> Flags:
+    from annotation.push import PushConfig
+
+    return Flags(PushConfig, ("overlap", "region_config_hash"), names={"region_config_hash": "region-config"})
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -109,13 +115,13 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from annotation.push import PushConfig, PushError, push_batch
+    from annotation.push import PushError, push_batch
 
     ws = Workspace.open(args.home)
     bar = tqdm(desc="push", unit="task", file=sys.stderr, disable=None)
     try:
         summary = push_batch(ws, args.project, batch_id=args.batch, sample_ids=args.samples, gold=args.gold,
-                             config=PushConfig(overlap=args.overlap, region_config_hash=args.region_config),
+                             config=_push_flags().build(args),
                              conn=connection(ws), progress=bar.update)
     except (PushError, LabelStudioError, WarehouseError) as e:
         raise CLIError(str(e)) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags
 from warehouse.curation import CurationConfig, build_dataset, export_hf, export_reward_json, export_sft
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
                                        check_no_leakage, check_no_near_duplicate_sources)
@@ -16,6 +17,9 @@ from warehouse.curation.dataset import get_version, list_versions
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
+# CurationConfig fields with a flag of their own (None: not given, the file/--set/default decides).
+BUILD_FLAGS = Flags(CurationConfig, ("seed", "name", "default_ratings"),
+                    defaults={"seed": None, "name": None, "default_ratings": None})
 EXPORTS = {"hf": export_hf, "reward_json": export_reward_json, "sft": export_sft}
 
 
@@ -27,11 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--config", help="JSON file with CurationConfig fields")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (VALUE parsed as JSON, else a string); repeatable")
-    b.add_argument("--seed", type=int, help="split seed")
-    b.add_argument("--name", help="dataset name")
-    b.add_argument("--default-ratings", metavar="{count,ignore}",
-                   help="ratings filled from a recorded default (e.g. 'outside the edit preserved? yes'): "
-                        "'count' like clicked ones (the default) or 'ignore' as missing")
+    BUILD_FLAGS.add_to(b)
     b.set_defaults(func=cmd_build)
 
     ls = dsub.add_parser("list", help="recorded dataset versions, newest first")
@@ -68,12 +68,7 @@ def _config(args: argparse.Namespace) -> CurationConfig:
             d[key] = json.loads(value)
         except json.JSONDecodeError:
             d[key] = value
-    if args.seed is not None:
-        d["seed"] = args.seed
-    if args.name:
-        d["name"] = args.name
-    if args.default_ratings is not None:
-        d["default_ratings"] = args.default_ratings
+    d.update(BUILD_FLAGS.values(args))   # flags win over the file and --set
     try:
         return CurationConfig.from_dict(d)
     except (TypeError, ValueError) as e:

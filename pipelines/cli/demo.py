@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags
 from warehouse.workspace import Workspace
 
 
@@ -20,26 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # -- sfr synth ------------------------------------------------------------------------------
 def register_synth(sub: argparse._SubParsersAction) -> None:
-    from sfreward.synthetic import SynthConfig
-    d = SynthConfig()
     p = sub.add_parser("synth", help="generate synthetic editing samples with per-region ground truth")
     p.add_argument("--out", default=None,
                    help="output folder (default: <home>/batches/synth-seed<SEED>)")
-    p.add_argument("--n-sources", type=int, default=d.n_sources, help="source photos")
-    p.add_argument("--groups-per-source", type=int, default=d.groups_per_source, help="instructions per photo")
-    p.add_argument("--rollouts", type=int, default=d.rollouts, help="edited images per instruction (GRPO group)")
-    p.add_argument("--size", type=int, default=d.image_size, help="image side in pixels")
-    p.add_argument("--regions", type=int, default=d.n_regions, help="regions per photo besides the background")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--source-dir", default=None, help="folder of photos to use instead of scikit-image's")
+    _synth_flags().add_to(p)
     p.set_defaults(func=cmd_synth)
 
 
+def _synth_flags() -> Flags:
+    from sfreward.synthetic import SynthConfig
+
+    return Flags(SynthConfig, ("n_sources", "groups_per_source", "rollouts", "image_size", "n_regions", "seed",
+                               "source_dir"), names={"image_size": "size", "n_regions": "regions"})
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
-    from sfreward.synthetic import SynthConfig, generate
-    cfg = SynthConfig(n_sources=args.n_sources, groups_per_source=args.groups_per_source,
-                      rollouts=args.rollouts, image_size=args.size, n_regions=args.regions,
-                      seed=args.seed, source_dir=args.source_dir)
+    from sfreward.synthetic import generate
+    cfg = _synth_flags().build(args)
     out = Path(args.out) if args.out else Workspace.open(args.home).batches / f"synth-seed{args.seed}"
     try:
         cfg.validate()
@@ -61,24 +59,20 @@ def register_experiment(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     c = s.add_parser("credit", help="GRPO with region advantages vs whole-image advantages (CPU, minutes)")
     c.add_argument("--out", default=None, help="output folder (default: <home>/reports/credit_experiment)")
-    c.add_argument("--steps", type=int, default=d.steps, help="GRPO steps per run")
+    _credit_flags().add_to(c)
     c.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="comma-separated seeds")
-    c.add_argument("--prompts", type=int, default=d.n_prompts, help="training prompts")
-    c.add_argument("--group-size", type=int, default=d.group_size, help="rollouts per prompt")
-    c.add_argument("--threshold", type=float, default=d.threshold, help="eval reward that counts as solved")
     c.set_defaults(func=cmd_experiment_credit)
     from pipelines.cli.experiment import register_grpo
     register_grpo(s)
 
 
 def cmd_experiment_credit(args: argparse.Namespace) -> int:
-    from sfreward.experiments.credit import ExperimentConfig, run_credit_experiment
+    from sfreward.experiments.credit import run_credit_experiment
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise CLIError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    cfg = ExperimentConfig(steps=args.steps, seeds=seeds, n_prompts=args.prompts,
-                           group_size=args.group_size, threshold=args.threshold)
+    cfg = _credit_flags().build(args, seeds=seeds)
     out = Path(args.out) if args.out else Workspace.open(args.home).reports / "credit_experiment"
     try:
         res = run_credit_experiment(cfg, out, progress=True, command="sfr " + " ".join(sys.argv[1:]))
@@ -88,19 +82,19 @@ def cmd_experiment_credit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _credit_flags() -> Flags:
+    from sfreward.experiments.credit import ExperimentConfig
+
+    return Flags(ExperimentConfig, ("steps", "n_prompts", "group_size", "threshold"), names={"n_prompts": "prompts"})
+
+
 # -- sfr multiedit build|score --------------------------------------------------------------
 def register_multiedit(sub: argparse._SubParsersAction) -> None:
-    from sfreward.multiedit import MultiEditConfig
-    d = MultiEditConfig()
     p = sub.add_parser("multiedit", help="MultiEditBench: multi-region edit instructions and a per-region scorer")
     s = p.add_subparsers(dest="multiedit", metavar="ACTION", required=True)
     b = s.add_parser("build", help="write the bench (sources, instructions, regions, reference edits)")
     b.add_argument("--out", default=None, help="bench folder (default: <home>/datasets/multiedit)")
-    b.add_argument("--n-items", type=int, default=d.n_items)
-    b.add_argument("--n-targets", type=int, default=d.n_targets, help="regions to edit per instruction (>= 2)")
-    b.add_argument("--size", type=int, default=d.image_size)
-    b.add_argument("--seed", type=int, default=d.seed)
-    b.add_argument("--source-dir", default=None, help="folder of photos to use instead of scikit-image's")
+    _multiedit_flags().add_to(b)
     b.set_defaults(func=cmd_multiedit_build)
     sc = s.add_parser("score", help="score an editor's outputs (<item_id>.png files) per region")
     sc.add_argument("--bench", default=None, help="bench folder (default: <home>/datasets/multiedit)")
@@ -109,10 +103,16 @@ def register_multiedit(sub: argparse._SubParsersAction) -> None:
     sc.set_defaults(func=cmd_multiedit_score)
 
 
+def _multiedit_flags() -> Flags:
+    from sfreward.multiedit import MultiEditConfig
+
+    return Flags(MultiEditConfig, ("n_items", "n_targets", "image_size", "seed", "source_dir"),
+                 names={"image_size": "size"})
+
+
 def cmd_multiedit_build(args: argparse.Namespace) -> int:
-    from sfreward.multiedit import MultiEditConfig, build
-    cfg = MultiEditConfig(n_items=args.n_items, n_targets=args.n_targets, image_size=args.size,
-                          seed=args.seed, source_dir=args.source_dir)
+    from sfreward.multiedit import build
+    cfg = _multiedit_flags().build(args)
     out = Path(args.out) if args.out else Workspace.open(args.home).datasets / "multiedit"
     try:
         path = build(out, cfg)

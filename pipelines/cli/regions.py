@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags, documented_fields
 from sfreward.regions import CheckpointError, ProposalError, ProposerConfig
 from sfreward.regions.group import all_groups, groups_of_batch, propose_for_groups
 from warehouse.db import WarehouseError
@@ -22,18 +23,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--batch", action="append", metavar="BATCH_ID",
                        help="a batch id (repeatable)")
     which.add_argument("--all", action="store_true", help="every group in the warehouse")
-    p.add_argument("--checkpoint", default=os.environ.get("SFR_SAM_CHECKPOINT"),
-                   help="local SAM checkpoint (default $SFR_SAM_CHECKPOINT; none = classical proposer)")
-    p.add_argument("--model-type", default=os.environ.get("SFR_SAM_MODEL_TYPE"),
-                   choices=["vit_h", "vit_l", "vit_b", "tiny"],
-                   help="SAM model type of the checkpoint (default $SFR_SAM_MODEL_TYPE, else vit_b)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--config", type=Path, default=None,
                    help="JSON file of ProposerConfig fields (flags override it)")
-    p.add_argument("--name", default=None, help="config name recorded with the region sets")
-    p.add_argument("--points-per-side", type=int, default=None)
-    p.add_argument("--max-regions", type=int, default=None)
+    _flags().add_to(p)
     p.set_defaults(func=cmd_propose)
+
+
+def _flags() -> Flags:
+    """`sfr propose`'s proposer flags: every documented ProposerConfig field. Unset flags (None) leave the --config
+    file's value or the dataclass default; checkpoint and model type default to the environment
+    (read when the parser is built, so tests can set it)."""
+    return Flags(ProposerConfig, documented_fields(ProposerConfig),
+                 defaults={"checkpoint": os.environ.get("SFR_SAM_CHECKPOINT"),
+                           "model_type": os.environ.get("SFR_SAM_MODEL_TYPE"),
+                           "name": None, "points_per_side": None, "max_regions": None,
+                           "min_area_frac": None, "nms_iou": None},
+                 notes={"checkpoint": "default $SFR_SAM_CHECKPOINT; none: the classical proposer",
+                        "model_type": "default $SFR_SAM_MODEL_TYPE, else vit_b with a checkpoint"})
 
 
 def _config(args: argparse.Namespace) -> ProposerConfig:
@@ -45,16 +51,12 @@ def _config(args: argparse.Namespace) -> ProposerConfig:
             raise CLIError(f"--config {args.config}: cannot read JSON ({e})") from None
         if not isinstance(fields, dict):
             raise CLIError(f"--config {args.config}: expected a JSON object of config fields")
-    if args.checkpoint:
-        fields["checkpoint"] = args.checkpoint
-        fields["model_type"] = args.model_type or fields.get("model_type") or "vit_b"
-    elif args.model_type:
+    flags = _flags().values(args)
+    if flags.get("checkpoint"):
+        flags["model_type"] = flags.get("model_type") or fields.get("model_type") or "vit_b"
+    elif flags.get("model_type"):
         raise CLIError(f"--model-type {args.model_type} needs --checkpoint (or $SFR_SAM_CHECKPOINT)")
-    fields["device"] = args.device
-    for flag, key in (("name", "name"), ("points_per_side", "points_per_side"),
-                      ("max_regions", "max_regions")):
-        if getattr(args, flag) is not None:
-            fields[key] = getattr(args, flag)
+    fields.update({k: v for k, v in flags.items() if v != ""})
     try:
         return ProposerConfig.from_dict(fields)
     except (ProposalError, TypeError) as e:

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,40 +37,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--token-file", default=None,
                    help="file holding the bearer token (outside the repository, not group/world readable); "
                         "default: $SFR_SERVER_TOKEN")
-    s.add_argument("--max-batch", type=int, default=32, help="items per model call")
-    s.add_argument("--max-wait-ms", type=float, default=5.0, help="batching wait for the oldest item")
-    s.add_argument("--max-queue", type=int, default=256, help="items waiting; more -> 503")
-    s.add_argument("--max-group", type=int, default=64, help="rollouts per request")
-    s.add_argument("--max-request-mb", type=float, default=64.0)
     s.add_argument("--chunk", type=int, default=None, help="items per model call inside a batch "
                                                            "(default: --max-batch)")
-    s.add_argument("--no-propose", action="store_true", help="never propose regions (whole image "
-                                                             "when the client sends none)")
-    s.add_argument("--max-regions", type=int, default=32, help="regions per group; more -> 422")
-    s.add_argument("--decode-budget-mb", type=float, default=2048.0,
-                   help="memory for decoded images of requests being prepared; full -> 503 (default 2 GiB)")
-    s.add_argument("--head-timeout", type=float, default=10.0,
-                   help="seconds a client has to send a request's line and headers; slower -> closed")
-    s.add_argument("--capture-rate", type=float, default=0.0,
-                   help="fraction of scored rollouts kept for annotation, most uncertain first (0 = off)")
-    s.add_argument("--capture-window", type=int, default=1000, help="rollouts per capture batch")
-    s.add_argument("--alias-refresh-s", type=float, default=5.0,
-                   help="how often the --model alias (and aliases clients pin) is re-read from the registry, "
-                        "so a promotion reaches unpinned clients without a restart")
-    s.add_argument("--max-loaded-models", type=int, default=3,
-                   help="model versions kept in memory for pinned requests (LRU; the default is never evicted)")
+    for flags in serve_flags():
+        flags.add_to(s)
     add_proposer_flags(s)
     s.set_defaults(func=cmd_serve)
+
+
+def serve_flags() -> tuple[Flags, Flags, Flags, Flags]:
+    """`sfr serve`'s settings flags, from the server's config dataclasses (names, defaults, help),
+    keeping the flag names users know. Returns (server, batcher, pool, capture) Flags."""
+    from sfreward.server.batcher import BatcherConfig
+    from sfreward.server.capture import CaptureConfig
+    from sfreward.server.config import PoolConfig, ServerConfig
+
+    mib = (1 << 20, "MiB")
+    return (
+        Flags(ServerConfig, ("max_group_size", "max_request_bytes", "propose_regions", "max_regions",
+                             "decode_budget_bytes", "head_timeout_s"),
+              names={"max_group_size": "max-group", "max_request_bytes": "max-request-mb", "propose_regions": "propose",
+                     "decode_budget_bytes": "decode-budget-mb", "head_timeout_s": "head-timeout"},
+              units={"max_request_bytes": mib, "decode_budget_bytes": mib}),
+        Flags(BatcherConfig, ("max_batch_size", "max_wait_ms", "max_queue"), names={"max_batch_size": "max-batch"}),
+        Flags(PoolConfig, ("max_loaded", "refresh_s"),
+              names={"max_loaded": "max-loaded-models", "refresh_s": "alias-refresh-s"}),
+        # Capture is off unless asked for (the dataclass default is for servers that pass a capture).
+        Flags(CaptureConfig, ("rate", "window"), names={"rate": "capture-rate", "window": "capture-window"},
+              defaults={"rate": 0.0}),
+    )
+
+
+def _proposer_flags() -> Flags:
+    from sfreward.regions.base import ProposerConfig
+
+    return Flags(ProposerConfig, ("checkpoint", "model_type", "device"),
+                 names={"checkpoint": "sam-checkpoint", "model_type": "sam-model-type", "device": "proposer-device"},
+                 defaults={"device": None})
 
 
 def add_proposer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proposer-config", default=None,
                    help="JSON file of region proposer settings (sfreward.regions.ProposerConfig fields); "
                         "default: the proposer recorded with the model at training, else classical")
-    p.add_argument("--sam-checkpoint", default=None, help="SAM weights file (a local state_dict)")
-    p.add_argument("--sam-model-type", default=None, choices=("vit_h", "vit_l", "vit_b", "tiny"),
-                   help="SAM variant of --sam-checkpoint")
-    p.add_argument("--proposer-device", default=None, help="device for SAM: auto | cpu | cuda[:i]")
+    _proposer_flags().add_to(p)
 
 
 def _load_regions(path: str | None) -> list | None:
@@ -117,12 +128,7 @@ def proposer_config(args: argparse.Namespace, trained: dict | None):
         origin = args.proposer_config
     elif trained and trained.get("config") and not (args.sam_checkpoint or args.sam_model_type):
         base, origin = dict(trained["config"]), "model card"
-    if args.sam_model_type:
-        base["model_type"] = args.sam_model_type
-    if args.sam_checkpoint:
-        base["checkpoint"] = args.sam_checkpoint
-    if args.proposer_device:
-        base["device"] = args.proposer_device
+    base.update({k: v for k, v in _proposer_flags().values(args).items() if v})
     try:
         cfg = ProposerConfig.from_dict(base)
     except (ProposalError, TypeError) as e:
@@ -211,19 +217,12 @@ def read_token(token_file: str | None) -> str:
     return token
 
 
-# ServerConfig / BatcherConfig field -> the `sfr serve` flag that sets it (for error messages).
-_FLAGS = {"max_request_bytes": "--max-request-mb", "max_group_size": "--max-group", "max_regions": "--max-regions",
-          "decode_budget_bytes": "--decode-budget-mb", "head_timeout_s": "--head-timeout",
-          "max_batch_size": "--max-batch", "max_wait_ms": "--max-wait-ms", "max_queue": "--max-queue",
-          "token": "the server token"}
-
-
 def server_config(args: argparse.Namespace, token: str, proposer: object = None):
     """The ServerConfig of `sfr serve`'s flags; a setting out of range is a one-line CLIError
     (exit 2) naming the flag, raised before the model is loaded."""
-    from sfreward.server.app import ServerConfig
-    from sfreward.server.batcher import BatcherConfig, SettingError
+    from sfreward.server.batcher import SettingError
 
+    server, batcher, _, _ = serve_flags()
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port: must be 0..65535, got {args.port}")
     if args.chunk is not None and args.chunk < 1:
@@ -234,14 +233,10 @@ def server_config(args: argparse.Namespace, token: str, proposer: object = None)
         if not (mb > 0 and mb < 1 << 30):  # also refuses NaN and inf
             raise CLIError(f"{flag}: must be a positive number of MiB, got {mb}")
     try:
-        return ServerConfig(token=token, max_request_bytes=int(args.max_request_mb * (1 << 20)),
-                            max_group_size=args.max_group, propose_regions=not args.no_propose,
-                            proposer_config=proposer,
-                            max_regions=args.max_regions, decode_budget_bytes=int(args.decode_budget_mb * (1 << 20)),
-                            head_timeout_s=args.head_timeout,
-                            batch=BatcherConfig(args.max_batch, args.max_wait_ms, args.max_queue))
+        return server.build(args, token=token, proposer_config=proposer, batch=batcher.build(args))
     except SettingError as e:
-        flag = _FLAGS.get(e.field, e.field)
+        flag = "the server token" if e.field == "token" else next(
+            (f.flag(e.field) for f in (server, batcher) if e.field in f.fields), e.field)
         raise CLIError(f"{flag}: {str(e).partition(': ')[2]}") from None
 
 
@@ -249,11 +244,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from sfreward.server.app import create_app
-    from sfreward.server.capture import CaptureConfig, RolloutCapture
-    from sfreward.server.models import ModelPool, PoolConfig, UnknownModel
+    from sfreward.server.capture import RolloutCapture
+    from sfreward.server.models import ModelPool, UnknownModel
     from sfreward.server.protocol import uvicorn_config
     from warehouse.workspace import Workspace
 
+    _, _, pool_flags, capture_flags = serve_flags()
     token = read_token(args.token_file)
     trained = trained_proposer(args)
     pcfg, origin = proposer_config(args, trained)
@@ -280,7 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             pool = ModelPool.from_registry(
                 Workspace.open(args.home, create=False), args.model, device=args.device,
                 scorer_config=ScorerConfig(batch_size=batch),
-                config=PoolConfig(max_loaded=args.max_loaded_models, refresh_s=args.alias_refresh_s))
+                config=pool_flags.build(args))
         except (FileNotFoundError, UnknownModel, ValueError, RuntimeError) as e:
             raise CLIError(f"--model {args.model}: cannot load the model ({e})") from None
         scorer = pool.default
@@ -288,8 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     capture = None
     if args.capture_rate > 0:
         try:
-            capture = RolloutCapture(Workspace.open(args.home),
-                                     CaptureConfig(rate=args.capture_rate, window=args.capture_window))
+            capture = RolloutCapture(Workspace.open(args.home), capture_flags.build(args))
         except ValueError as e:
             raise CLIError(f"--capture-rate/--capture-window: {e}") from None
     app = create_app(pool, config, capture)

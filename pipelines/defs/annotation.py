@@ -9,11 +9,13 @@ local server (started on demand by the assets; the sensor never starts one).
 import json
 
 import dagster as dg
+from pydantic import Field
 
 from annotation.client import Connection, LabelStudioError, LSHttp, connection, updated_since_query
 from annotation.push import PushConfig, push_batch
 from annotation.server import ensure_server
 from annotation.sync import load_cursor, sync_project
+from pipelines.configs import dagster_config, from_dagster
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
 from warehouse.db import Warehouse
@@ -22,10 +24,9 @@ from warehouse.workspace import Workspace
 DEFAULT_PROJECT = "sfreward-v1"
 
 
-class AnnotationTasksConfig(dg.Config):
-    project_key: str = DEFAULT_PROJECT
-    overlap: int = 1
-    gold_sample_ids: list[str] = []
+class AnnotationTasksConfig(dagster_config(PushConfig, ("overlap",))):
+    project_key: str = Field(default=DEFAULT_PROJECT, description="Label Studio project key")
+    gold_sample_ids: list[str] = Field(default=[], description="sample ids pushed as gold tasks")
 
 
 class SyncRunConfig(dg.Config):
@@ -52,7 +53,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, config: AnnotationTasksC
                      workspace: WorkspaceResource) -> dg.MaterializeResult:
     ws = workspace.workspace()
     s = push_batch(ws, config.project_key, batch_id=context.partition_key, gold=config.gold_sample_ids,
-                   config=PushConfig(overlap=config.overlap), conn=_conn(ws))
+                   config=from_dagster(PushConfig, config), conn=_conn(ws))
     if s.errors:
         context.log.warning(f"{len(s.errors)} samples were not pushed: {dict(list(s.errors.items())[:5])}")
     return dg.MaterializeResult(metadata={

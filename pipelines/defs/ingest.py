@@ -9,7 +9,9 @@ other schemas take the options of `sfr ingest --schema/--map`: in the run config
 import json
 
 import dagster as dg
+from pydantic import Field
 
+from pipelines.configs import dagster_config, from_dagster
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
 from warehouse.ingest import IngestConfig, ingest_batch, register_batch
@@ -17,13 +19,13 @@ from warehouse.sources import PRESETS, SourceOptions, is_hf_disk
 from warehouse.workspace import Workspace
 
 
-class IngestRunConfig(dg.Config):
-    chunk_size: int = 128      # rows per warehouse transaction
-    max_pixels: int = 40_000_000
+class IngestRunConfig(dagster_config(IngestConfig, ("chunk_size", "max_pixels"))):
     # Column mapping, as `sfr ingest --schema/--map`; empty: the mapping the batch was
     # registered with (or our own column names).
-    source_schema: str = ""    # one of warehouse.sources.PRESETS
-    columns: dict[str, str] = {}
+    source_schema: str = Field(default="", description="column names of a public schema: one of "
+                                                       + ", ".join(sorted(PRESETS)))
+    columns: dict[str, str] = Field(default={}, description="our field -> the dataset's column; "
+                                                            "overrides the source_schema preset")
 
     def source_options(self) -> SourceOptions | None:
         if not self.source_schema and not self.columns:
@@ -46,8 +48,7 @@ class IngestRunConfig(dg.Config):
 def editing_samples(context: dg.AssetExecutionContext, config: IngestRunConfig,
                     workspace: WorkspaceResource) -> dg.MaterializeResult:
     summary = ingest_batch(workspace.workspace(), context.partition_key,
-                           IngestConfig(chunk_size=config.chunk_size, max_pixels=config.max_pixels,
-                                        source_options=config.source_options()))
+                           from_dagster(IngestConfig, config, source_options=config.source_options()))
     d = summary.as_dict()
     return dg.MaterializeResult(
         metadata={"rows": d["rows"], "ingested": d["ingested"], "duplicates": d["duplicates"],

@@ -9,6 +9,7 @@ import os
 
 import dagster as dg
 
+from pipelines.configs import dagster_config, documented_fields, from_dagster
 from pipelines.partitions import BATCHES
 from pipelines.resources import WorkspaceResource
 from sfreward.regions import ProposerConfig, propose_for_batch
@@ -18,25 +19,14 @@ from sfreward.regions import ProposerConfig, propose_for_batch
 # under the warehouse lock, so they do not need the warehouse pool as well.
 GPU_POOL = "gpu"
 
-class RegionProposalsConfig(dg.Config):
+# The proposer settings a run can set: every documented ProposerConfig field (as `sfr propose`).
+class RegionProposalsConfig(dagster_config(ProposerConfig, documented_fields(ProposerConfig))):
     """Proposer settings; empty model_type/checkpoint fall back to the environment."""
-
-    model_type: str = ""
-    checkpoint: str = ""
-    device: str = "auto"
-    name: str = "default"
-    points_per_side: int = 16
-    max_regions: int = ProposerConfig().max_regions   # one default: the proposer's
-    min_area_frac: float = 0.002
-    nms_iou: float = 0.7
 
     def proposer_config(self) -> ProposerConfig:
         checkpoint = self.checkpoint or os.environ.get("SFR_SAM_CHECKPOINT", "")
         model_type = self.model_type or (os.environ.get("SFR_SAM_MODEL_TYPE", "vit_b") if checkpoint else "")
-        return ProposerConfig(name=self.name, model_type=model_type or None,
-                              checkpoint=checkpoint or None, device=self.device,
-                              points_per_side=self.points_per_side, max_regions=self.max_regions,
-                              min_area_frac=self.min_area_frac, nms_iou=self.nms_iou)
+        return from_dagster(ProposerConfig, self, model_type=model_type or None, checkpoint=checkpoint or None)
 
 @dg.asset(
     partitions_def=BATCHES,

@@ -50,19 +50,21 @@ PRESERVE_TAU = 0.1  # as sfreward.multiedit
 
 @dataclass
 class ExperimentConfig:
-    n_prompts: int = 8            # training (source, instruction) pairs; every step uses all of them
+    # Fields with help text are `sfr experiment credit` flags (pipelines/configs.py).
+    n_prompts: int = field(default=8, metadata={
+        "help": "training prompts ((source, instruction) pairs; every step uses all of them)"})
     n_heldout: int = 4            # prompts never trained on, for evaluation only
     image_size: int = 64          # pixels (square)
     token_px: int = 4             # pixels per latent token side (16 in FLUX; 16 x 16 tokens here)
-    group_size: int = 8           # rollouts per prompt (G)
-    steps: int = 300              # sampling rounds
+    group_size: int = field(default=8, metadata={"help": "rollouts per prompt (G)"})
+    steps: int = field(default=300, metadata={"help": "GRPO steps (sampling rounds) per run"})
     inner_steps: int = 2          # gradient steps per round (ratios move off 1, clipping matters)
     lr: float = 1e-2
     sigma: float = 0.05           # exploration std of the per-token action (image units)
     clip_eps: float = 0.2
     region_weights: str = "uniform"   # pi_r for both arms: "uniform" or "area"
     std: str = "group"            # region arms' advantage std ("group" | "global"); whole uses group std
-    threshold: float = 0.85       # eval mean region reward counted as "solved"
+    threshold: float = field(default=0.85, metadata={"help": "eval mean region reward counted as solved"})
     eval_every: int = 10
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     data_seed: int = 0

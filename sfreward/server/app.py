@@ -36,7 +36,6 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,10 +47,10 @@ from starlette.requests import ClientDisconnect
 
 from sfreward.inference import (InvalidInput, ItemScore, PreparedItem, Scorer, decode_image, normalize_regions,
                                 propose_regions, region_meta)
-from sfreward.inputs import DEFAULT_MAX_REGIONS
-from sfreward.server.admission import DEFAULT_BUDGET_BYTES, DecodeBudget, request_cost
-from sfreward.server.batcher import BatcherConfig, DynamicBatcher, QueueFull, SettingError, check_float, check_int
+from sfreward.server.admission import DecodeBudget, request_cost
+from sfreward.server.batcher import DynamicBatcher, QueueFull
 from sfreward.server.capture import RolloutCapture
+from sfreward.server.config import ServerConfig
 from sfreward.server.metrics import Metrics
 from sfreward.server.models import ModelPool, pick_model, proposer_report, watch_proposer
 from sfreward.server.payload import BodyTooLarge, HTTPError, ScoreGroupRequest, parse_request
@@ -61,36 +60,6 @@ from warehouse import masks as mask_codec
 log = logging.getLogger(__name__)
 API_VERSION = "v1"
 _PROPOSE_LOCK = threading.Lock()
-
-
-@dataclass
-class ServerConfig:
-    """Every setting of a reward server, checked when built (SettingError names the field)."""
-    token: str                                  # Bearer token clients must send
-    max_request_bytes: int = 64 << 20           # whole request body
-    max_group_size: int = 64                    # rollouts per request
-    max_inflight_requests: int = 128            # requests being parsed/scored at once
-    retry_after_s: int = 1                      # advertised on 503
-    propose_regions: bool = True                # propose when the client sends none
-    proposer_config: Any = None                 # sfreward.regions.ProposerConfig (None = default)
-    max_regions: int = DEFAULT_MAX_REGIONS      # regions per group (supplied); more -> 422
-    decode_budget_bytes: int = DEFAULT_BUDGET_BYTES  # decoded data of requests in preparation
-    head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S   # to receive a request's line and headers
-    batch: BatcherConfig = field(default_factory=BatcherConfig)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.token, str) or len(self.token) < 8:
-            raise SettingError("token", "must be at least 8 characters")
-        for name in ("max_request_bytes", "max_group_size", "max_inflight_requests", "retry_after_s",
-                     "max_regions", "decode_budget_bytes"):
-            check_int(self, name)
-        check_float(self, "head_timeout_s")
-        if not isinstance(self.batch, BatcherConfig):
-            raise SettingError("batch", f"must be a BatcherConfig, got {type(self.batch).__name__}")
-        if self.max_group_size > self.batch.max_queue:
-            # A group the queue can never hold would get 503 forever.
-            raise SettingError("max_group_size", f"{self.max_group_size} must not exceed the batch queue "
-                                                 f"(max_queue {self.batch.max_queue})")
 
 
 class EdgeMiddleware:

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,9 @@ def check_float(obj: object, name: str, low: float = 0.0, strict: bool = True) -
 
 @dataclass
 class BatcherConfig:
-    max_batch_size: int = 32      # items per model call
-    max_wait_ms: float = 5.0      # how long the oldest waiting item may wait for company
-    max_queue: int = 256          # items waiting (not yet running); more -> QueueFull
+    max_batch_size: int = field(default=32, metadata={"help": "items per model call"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "batching wait for the oldest item, ms"})
+    max_queue: int = field(default=256, metadata={"help": "items waiting (not yet running); more -> 503"})
 
     def __post_init__(self) -> None:
         # max_batch_size 0 made the worker loop spin without ever taking an item.

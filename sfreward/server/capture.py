@@ -28,7 +28,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,9 @@ _EXT = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"
 
 @dataclass
 class CaptureConfig:
-    rate: float = 0.02          # fraction of scored rollouts kept (0 disables capture)
-    window: int = 1000          # rollouts per capture batch
+    rate: float = field(default=0.02, metadata={
+        "help": "fraction of scored rollouts kept for annotation, most uncertain first (0 = off)"})
+    window: int = field(default=1000, metadata={"help": "rollouts per capture batch"})
     max_age_s: float = 3600.0   # a partial window is written once its oldest candidate is this old
 
     def __post_init__(self) -> None:

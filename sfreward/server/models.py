@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from sfreward.inference import InvalidInput, ItemScore, PreparedItem, Scorer
-from sfreward.server.batcher import check_float, check_int
+from sfreward.server.config import PoolConfig
 from sfreward.server.payload import HTTPError
 from warehouse.rowchecks import MAX_ID_CHARS
 
@@ -31,16 +31,6 @@ log = logging.getLogger(__name__)
 
 class UnknownModel(LookupError):
     """A request named a model this server cannot serve (message says which and why)."""
-
-
-@dataclass
-class PoolConfig:
-    max_loaded: int = 3          # model versions kept in memory (LRU; the default is never evicted)
-    refresh_s: float = 5.0       # how old an alias resolution may be before it is read again
-
-    def __post_init__(self) -> None:
-        check_int(self, "max_loaded")
-        check_float(self, "refresh_s", 0.0, strict=False)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +48,14 @@ MIN_VISIBLE = 0.02  # mean |diff| (0..1) a damaged region must show; weaker dama
 
 @dataclass
 class SynthConfig:
-    n_sources: int = 6            # source photos (more than there are photos: see `extra`)
-    groups_per_source: int = 1    # instructions per source photo
-    rollouts: int = 4             # edited images per instruction (GRPO group size)
-    image_size: int = 256         # square side, pixels
-    n_regions: int = 3            # regions per photo besides the background
-    seed: int = 0
-    source_dir: str | None = None  # a folder of photos instead of scikit-image's
+    # Fields with help text are `sfr synth`'s flags (pipelines/configs.py).
+    n_sources: int = field(default=6, metadata={"help": "source photos (beyond the photos there are: see SynthConfig.extra)"})
+    groups_per_source: int = field(default=1, metadata={"help": "instructions per photo"})
+    rollouts: int = field(default=4, metadata={"help": "edited images per instruction (GRPO group)"})
+    image_size: int = field(default=256, metadata={"help": "image side in pixels"})
+    n_regions: int = field(default=3, metadata={"help": "regions per photo besides the background"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    source_dir: str | None = field(default=None, metadata={"help": "folder of photos to use instead of scikit-image's"})
     editor: str = "synthetic-v1"
     # How sources beyond the photos are made: 'variants' mirrors or turns the photos (copies:
     # the perceptual split scheme keeps them with their original), 'procedural' draws new

@@ -21,7 +21,8 @@ PERCEPTUAL_LINKING = "dhash-dihedral-crops-v1"   # filters.source_hashes; a new 
 
 @dataclass
 class CurationConfig:
-    name: str = "sfreward"
+    # Fields with help text are `sfr dataset build` flags (pipelines/configs.py); --set takes any.
+    name: str = field(default="sfreward", metadata={"help": "dataset name"})
     # Which annotations count (empty = every project).
     project_keys: list[str] = field(default_factory=list)
     # ... and from which sources: 'sync' (live Label Studio), 'imported' (`sfr annotate import`);
@@ -38,7 +39,9 @@ class CurationConfig:
     # annotation whose artifacts was defaulted is incomplete; a region rated only by default is
     # unrated and dropped, one dimension rated only by default exports NaN). Left out of the
     # hash at 'count', so datasets built before the field keep their ids.
-    default_ratings: str = "count"
+    default_ratings: str = field(default="count", metadata={
+        "help": "ratings filled from a recorded default (e.g. 'outside the edit preserved? yes'): "
+                "'count' like clicked ones (the default) or 'ignore' as missing", "metavar": "{count,ignore}"})
     # The star -> reward mapping (warehouse/scale.py). Part of the config hash, so datasets
     # built with a new mapping are new versions; only the current one can be built.
     label_scale: str = LABEL_SCALE
@@ -57,7 +60,7 @@ class CurationConfig:
     min_shared: int = 10
     alpha_floor: float = 0.2           # asset check: every dimension's alpha at least this
     # Splits.
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "split seed"})
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)   # train, validation, test
     # How samples are linked into split components (splits.py): 'sha256' (same source/edited
     # bytes, or group: the original scheme), 'perceptual' (also sources that are near-duplicates
