@@ -15,11 +15,10 @@ curation assets like any others. Thin over sfreward.flywheel and annotation.push
 """
 import dataclasses
 import json
-import typing
 
 import dagster as dg
-import pydantic
 
+from pipelines.configs import dagster_config, documented_fields, from_dagster
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
 from sfreward.flywheel import FlywheelConfig
@@ -58,23 +57,12 @@ def grpo_check(context: dg.AssetExecutionContext, config: GRPOCheckConfig,
     return dg.MaterializeResult(metadata=meta)
 
 
-def config_class(dc: type) -> type[dg.Config]:
-    """A Dagster Config with the fields, defaults and help texts of dataclass `dc`, so that
-    each field is declared once (in the dataclass)."""
-    hints = typing.get_type_hints(dc)
-    ns: dict = {"__annotations__": {}, "__module__": __name__}
-    for f in dataclasses.fields(dc):
-        ns["__annotations__"][f.name] = hints[f.name]
-        ns[f.name] = pydantic.Field(default=f.default, description=f.metadata.get("help"))
-    return type(f"{dc.__name__}Run", (dg.Config,), ns)
-
-
-FlywheelRunConfig = config_class(FlywheelConfig)
+FlywheelRunConfig = dagster_config(FlywheelConfig, documented_fields(FlywheelConfig), name="FlywheelRunConfig")
 
 
 def _flywheel_config(config: dg.Config) -> FlywheelConfig:
     try:
-        return FlywheelConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(FlywheelConfig)})
+        return from_dagster(FlywheelConfig, config)
     except ValueError as e:
         raise dg.Failure(f"run config: {e}") from None
 
