@@ -80,7 +80,7 @@ def _test_rows(ws: Workspace, model_ref: str) -> tuple[str, str, list[dict]]:
     import pyarrow.parquet as pq
 
     from sfreward import registry
-    from sfreward.train.data import split_path
+    from sfreward.data import split_path
     from sfreward.train.api import dataset_dir
 
     rec = registry.get_model(ws, model_ref)

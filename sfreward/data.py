@@ -1,4 +1,6 @@
-"""Reading the curation export (docs/architecture.md, "Dataset export") for training.
+"""Reading the curation export (docs/architecture.md, "Dataset export") for training and
+evaluation. It sits beside `sfreward.train` and `sfreward.evaluate`, which both use it (so neither
+imports the other's package for it).
 
 A row that cannot be used (undecodable image, mask of the wrong size, no regions) is skipped
 and listed in `RegionDataset.skipped` with the reason; it never stops the run.

@@ -1,0 +1,40 @@
+"""The import rules of docs/architecture.md ("Layers"), read from the source: packages never
+import upward, and no module cycle runs through `sfreward.train` and `sfreward.evaluate`."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ["warehouse", "sfreward", "annotation", "pipelines"]   # each may import only those before it
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in a file (function-level imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+
+def test_packages_never_import_upward():
+    upward = []
+    for rank, pkg in enumerate(LAYERS):
+        above = LAYERS[rank + 1:]
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for name in _imports(path):
+                if name.split(".")[0] in above:
+                    upward.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not upward, "\n".join(upward)
+
+
+def test_train_and_evaluate_do_not_import_each_other_in_a_cycle():
+    evaluate = _imports(ROOT / "sfreward" / "evaluate.py")
+    assert not [n for n in evaluate if n == "sfreward.train" or n.startswith("sfreward.train.")], evaluate
+    data = _imports(ROOT / "sfreward" / "data.py")
+    assert not [n for n in data if n.startswith(("sfreward.train", "sfreward.evaluate"))], data
