@@ -12,6 +12,7 @@ import dagster as dg
 
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from warehouse.images import DEFAULT_MAX_PIXELS
 from warehouse.ingest import IngestConfig, ingest_batch, register_batch
 from warehouse.sources import PRESETS, SourceOptions, is_hf_disk
 from warehouse.workspace import Workspace
@@ -19,7 +20,7 @@ from warehouse.workspace import Workspace
 
 class IngestRunConfig(dg.Config):
     chunk_size: int = 128      # rows per warehouse transaction
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS   # warehouse.images: the one pixel limit
     # Column mapping, as `sfr ingest --schema/--map`; empty: the mapping the batch was
     # registered with (or our own column names).
     source_schema: str = ""    # one of warehouse.sources.PRESETS
