@@ -80,12 +80,11 @@ def _test_rows(ws: Workspace, model_ref: str) -> tuple[str, str, list[dict]]:
     import pyarrow.parquet as pq
 
     from sfreward import registry
-    from sfreward.data import split_path
-    from sfreward.train.api import dataset_dir
+    from warehouse.datasets import open_version, split_path
 
     rec = registry.get_model(ws, model_ref)
     dataset_id = rec["dataset_id"]
-    path = split_path(dataset_dir(ws, dataset_id), "test")
+    path = split_path(open_version(ws, dataset_id), "test")
     return rec["model_id"], dataset_id, pq.read_table(path).to_pylist()
 
 

@@ -11,7 +11,7 @@ GROUP = "training"
 
 
 class TrainingRunConfig(dg.Config):
-    dataset_id: str = ""              # empty: the most recent export under <home>/datasets
+    dataset_id: str = ""              # empty: the current dataset with an hf export (warehouse.datasets)
     preset: str = ""                  # model preset (tiny, demo, base, large), as `sfr train --preset`
     config_file: str = ""             # YAML with TrainConfig fields
     overrides: list[str] = []         # key=value, as `sfr train --set`
@@ -30,10 +30,11 @@ def sfreward_model(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    workspace: WorkspaceResource) -> dg.MaterializeResult:
     from sfreward import registry
     from sfreward.train import load_config
-    from sfreward.train.api import find_trained, latest_dataset, prepare_config, read_run, trainer_command
+    from sfreward.train.api import find_trained, prepare_config, read_run, trainer_command
+    from warehouse.datasets import current_dataset_id
 
     ws = workspace.workspace()
-    dataset_id = config.dataset_id or latest_dataset(ws)
+    dataset_id = config.dataset_id or current_dataset_id(ws, export="hf")
     cfg, parent = prepare_config(ws, dataset_id, load_config(config.config_file or None, list(config.overrides),
                                                          preset=config.preset or None))
     existing = None if config.retrain else find_trained(ws, dataset_id, cfg)

@@ -11,6 +11,7 @@ from typing import Callable
 
 from sfreward import registry
 from sfreward.train.config import TrainConfig
+from warehouse.datasets import open_version
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -18,15 +19,6 @@ log = logging.getLogger(__name__)
 # A runner trains per config and returns (model directory, metrics); the default runs the
 # trainer in this process, Dagster passes one that launches it through Pipes.
 Runner = Callable[[TrainConfig], tuple[Path, dict]]
-
-
-def dataset_dir(ws: Workspace, dataset_id: str) -> Path:
-    d = ws.datasets / dataset_id
-    if not (d / "hf").is_dir():
-        known = sorted(p.name for p in ws.datasets.iterdir() if (p / "hf").is_dir()) if ws.datasets.is_dir() else []
-        raise FileNotFoundError(f"dataset {dataset_id!r} has no export at {d / 'hf'} "
-                                f"(exported datasets: {known or 'none'})")
-    return d
 
 
 def in_process_runner(cfg: TrainConfig) -> tuple[Path, dict]:
@@ -49,13 +41,13 @@ def prepare_config(ws: Workspace, dataset_id: str, cfg: TrainConfig) -> tuple[Tr
     if out_dir == TrainConfig().out_dir:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         out_dir = str(ws.models / "_runs" / f"{dataset_id}-{stamp}")
-    return replace(cfg, data_dir=str(dataset_dir(ws, dataset_id)), out_dir=out_dir, init_from=init_from), parent
+    return replace(cfg, data_dir=str(open_version(ws, dataset_id)), out_dir=out_dir, init_from=init_from), parent
 
 
 def evaluate_and_record(ws: Workspace, ref: str, dataset_id: str, split: str = "test") -> dict:
     from sfreward.evaluate import evaluate
     model_id = registry.resolve(ws, ref)
-    metrics = evaluate(registry.load_model(ws, model_id), dataset_dir(ws, dataset_id), split)
+    metrics = evaluate(registry.load_model(ws, model_id), open_version(ws, dataset_id), split)
     registry.record_evaluation(ws, model_id, dataset_id, split, metrics)
     return metrics
 
@@ -124,15 +116,6 @@ def subprocess_runner(nproc: int = 1) -> Runner:
             raise RuntimeError(f"trainer exited with {proc.returncode}: {proc.stderr[-2000:]}")
         return read_run(cfg)
     return run
-
-
-def latest_dataset(ws: Workspace) -> str:
-    """The most recently exported dataset id (a directory under <home>/datasets with hf/train)."""
-    cands = [p for p in ws.datasets.iterdir() if (p / "hf" / "train-00000-of-00001.parquet").is_file()] \
-        if ws.datasets.is_dir() else []
-    if not cands:
-        raise FileNotFoundError(f"no exported dataset under {ws.datasets}; export one first (sfr dataset export)")
-    return max(cands, key=lambda p: (p / "hf" / "train-00000-of-00001.parquet").stat().st_mtime).name
 
 
 def find_trained(ws: Workspace, dataset_id: str, cfg: TrainConfig) -> str | None:

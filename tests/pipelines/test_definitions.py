@@ -19,3 +19,12 @@ def test_every_domain_module_is_listed_and_merged():
     for name, module in DOMAINS.items():
         own = {a.key for a in module.defs.assets or [] if hasattr(a, "key")}
         assert own and own <= keys, name
+
+
+def test_asset_values_are_stored_in_the_workspace(tmp_path, monkeypatch):
+    """Run pods on Kubernetes share only the workspace volume, so asset values (the dataset id
+    handed from dataset_version to its exports) live under <home>/dagster/storage."""
+    from pipelines.resources import default_resources
+
+    monkeypatch.setenv("SFR_HOME", str(tmp_path / "home"))
+    assert default_resources()["io_manager"].base_dir == str(tmp_path / "home" / "dagster" / "storage")

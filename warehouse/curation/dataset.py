@@ -21,6 +21,7 @@ from warehouse.curation.config import SPLITS, CurationConfig
 from warehouse.curation.filters import apply_sample_filters, build_candidate_regions, ensure_hashes
 from warehouse.curation.nearsource import ensure_source_hashes
 from warehouse.curation.splits import assign_splits, resolve_linking
+from warehouse.datasets import current_dataset_id, version_dir
 from warehouse.db import Warehouse
 from warehouse.scale import star_spread_to_reward_sql as spread_sql
 from warehouse.scale import stars_to_reward_sql as reward_sql
@@ -150,7 +151,7 @@ def build_dataset(ws: Workspace, config: CurationConfig | None = None) -> Datase
     timings["commit"] = time.perf_counter() - t     # commit and close: DuckDB writes and checkpoints
     version = get_version(wh, dataset_id)
     version.timings_s = {k: round(v, 3) for k, v in timings.items()}
-    out = ws.datasets / dataset_id
+    out = version_dir(ws, dataset_id)
     out.mkdir(parents=True, exist_ok=True)
     (out / "version.json").write_text(json.dumps({k: v for k, v in version.to_dict().items() if k != "timings_s"},
                                                  indent=2, sort_keys=True, default=str))
@@ -179,8 +180,12 @@ def list_versions(ws: Workspace) -> list[DatasetVersion]:
 
 
 def latest_version_id(ws: Workspace) -> str | None:
-    rows = Warehouse.open(ws).query("SELECT dataset_id FROM dataset_versions ORDER BY created_at DESC LIMIT 1")
-    return rows[0][0] if rows else None
+    """The current dataset version (warehouse.datasets.current_dataset_id), None when none exists."""
+    from warehouse.datasets import DatasetNotFound
+    try:
+        return current_dataset_id(ws)
+    except DatasetNotFound:
+        return None
 
 
 def label_scale_of(ws: Workspace | Warehouse, dataset_id: str | None) -> str | None:
