@@ -38,3 +38,27 @@ def test_train_and_evaluate_do_not_import_each_other_in_a_cycle():
     assert not [n for n in evaluate if n == "sfreward.train" or n.startswith("sfreward.train.")], evaluate
     data = _imports(ROOT / "sfreward" / "data.py")
     assert not [n for n in data if n.startswith(("sfreward.train", "sfreward.evaluate"))], data
+
+
+def test_the_reward_scale_has_one_name():
+    """warehouse/scale.py is the only home of the scale constants: nobody renames them on import
+    (the old `SCALE` aliases) or defines a module constant of their value."""
+    from warehouse import scale
+
+    values = {scale.REWARD_MAX, float(scale.STARS_MAX)}
+    found = []
+    for pkg in LAYERS:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if path == ROOT / "warehouse" / "scale.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.ImportFrom) and node.module == "warehouse.scale":
+                    found += [f"{path.relative_to(ROOT)}: {a.name} as {a.asname}" for a in node.names if a.asname and a.name.isupper()]
+            for node in ast.parse(path.read_text()).body:   # module-level constants
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                        and isinstance(node.value.value, (int, float)) and not isinstance(node.value.value, bool) \
+                        and float(node.value.value) in values and all(isinstance(t, ast.Name) for t in node.targets) \
+                        and any(t.id.isupper() and ("SCORE" in t.id or "SCALE" in t.id or "REWARD" in t.id
+                                                    or "STAR" in t.id) for t in node.targets):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "\n".join(found)
