@@ -40,9 +40,8 @@ from urllib.parse import urlparse
 
 from annotation import config as C
 from annotation.client import Connection, LabelStudioError, LSHttp, connection, updated_since_query
-from annotation.push import insert_rows
 from warehouse import masks
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.workspace import Workspace
 
 from annotation.brush import rle_to_mask
