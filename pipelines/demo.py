@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from warehouse.batches import batch_source, batches_of_samples
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -56,10 +57,10 @@ class DemoConfig:
 
 # ----------------------------------------------------------------------------- demo assets' work
 def _batch_folder(ws: Workspace, batch_id: str) -> Path:
-    rows = Warehouse.open(ws).query("SELECT source_uri FROM batches WHERE batch_id = ?", [batch_id])
-    if not rows:
+    source = batch_source(Warehouse.open(ws), batch_id)
+    if source is None:
         raise ValueError(f"batch {batch_id!r} is not registered in {ws.warehouse_path}")
-    p = Path(rows[0][0])
+    p = Path(source)
     return p if p.is_dir() else p.parent
 
 
@@ -151,8 +152,7 @@ def _truth_by_sample(ws: Workspace, sample_ids: list[str]) -> dict[str, dict]:
     from sfreward.synthetic import read_ground_truth
 
     wh = Warehouse.open(ws)
-    batches = {b for (b,) in wh.query("SELECT DISTINCT batch_id FROM samples WHERE sample_id IN "
-                                      "(SELECT unnest(?))", [sample_ids])}
+    batches = batches_of_samples(wh, sample_ids)
     truth: dict[str, dict] = {}
     for b in sorted(batches):
         path = _batch_folder(ws, b) / "ground_truth.jsonl"

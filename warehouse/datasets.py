@@ -78,6 +78,11 @@ def open_version(ws: Workspace, dataset_id: str) -> Path:
     return d
 
 
+def recorded_exports(wh: Warehouse, dataset_id: str) -> dict[str, str]:
+    """format -> path (relative to the workspace home) of the exports recorded for a version."""
+    return dict(wh.query("SELECT format, path FROM dataset_exports WHERE dataset_id = ? ORDER BY format", [dataset_id]))
+
+
 def version_ids(ws: Workspace | Warehouse, export: str | None = None) -> list[str]:
     """Recorded version ids, newest first (the order that defines "current"); with `export`,
     only versions that have that export recorded."""

@@ -13,7 +13,7 @@ from warehouse.curation import CurationConfig, build_dataset, export_hf, export_
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
                                        check_no_leakage, check_no_near_duplicate_sources)
 from warehouse.curation.dataset import get_version, list_versions
-from warehouse.datasets import DatasetNotFound, resolve_dataset_id
+from warehouse.datasets import DatasetNotFound, recorded_exports, resolve_dataset_id
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -120,8 +120,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         passed, details = fn(ws, dataset_id)
         checks[name] = {"passed": passed, **details}
     out["checks"] = checks
-    out["exports"] = {f: p for f, p in Warehouse.open(ws).query(
-        "SELECT format, path FROM dataset_exports WHERE dataset_id = ? ORDER BY format", [dataset_id])}
+    out["exports"] = recorded_exports(Warehouse.open(ws), dataset_id)
     print_json(out)
     return 0
 
