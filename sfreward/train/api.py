@@ -17,7 +17,8 @@ from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
 # A runner trains per config and returns (model directory, metrics); the default runs the
-# trainer in this process, Dagster passes one that launches it through Pipes.
+# trainer in this process, the `sfreward_model` Dagster asset passes one that launches
+# `python -m sfreward.train` through Dagster Pipes (pipelines.defs.training.PipesTrainer).
 Runner = Callable[[TrainConfig], tuple[Path, dict]]
 
 
@@ -62,10 +63,16 @@ def ensure_production_evaluated(ws: Workspace, dataset_id: str, split: str = "te
 
 
 def train_and_register(ws: Workspace, dataset_id: str, cfg: TrainConfig,
-                       runner: Runner | None = None, eval_split: str = "test") -> str:
+                       runner: Runner | None = None, eval_split: str = "test", reuse: bool = False) -> str:
     """Train on `dataset_id`, register the model as `candidate`, evaluate it on `eval_split`
-    (and production too, so the promotion gate can compare). Returns the new model id."""
+    (and production too, so the promotion gate can compare; '' skips evaluation). Returns the
+    new model id. With `reuse`, a model already trained on this dataset with the same settings
+    by the same code (find_trained) becomes `candidate` instead, without training."""
     cfg, parent = prepare_config(ws, dataset_id, cfg)
+    if reuse and (existing := find_trained(ws, dataset_id, cfg)) is not None:
+        registry.set_alias(ws, "candidate", existing)
+        log.info("reusing %s: already trained on %s with this config", existing, dataset_id)
+        return existing
     model_dir, metrics = (runner or in_process_runner)(cfg)
     model_id = registry.register_model(ws, model_dir, dataset_id, train_config=cfg.to_dict(),
                                        metrics=metrics, parent_model_id=parent)
