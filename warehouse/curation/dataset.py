@@ -21,7 +21,7 @@ from warehouse.curation.config import SPLITS, CurationConfig
 from warehouse.curation.filters import apply_sample_filters, build_candidate_regions, ensure_hashes
 from warehouse.curation.nearsource import ensure_source_hashes
 from warehouse.curation.splits import assign_splits, resolve_linking
-from warehouse.datasets import current_dataset_id, version_dir
+from warehouse.datasets import version_dir
 from warehouse.db import Warehouse
 from warehouse.scale import star_spread_to_reward_sql as spread_sql
 from warehouse.scale import stars_to_reward_sql as reward_sql
@@ -208,15 +208,6 @@ def get_version(ws: Workspace | Warehouse, dataset_id: str) -> DatasetVersion:
 def list_versions(ws: Workspace) -> list[DatasetVersion]:
     rows = Warehouse.open(ws).query_dicts("SELECT * FROM dataset_versions ORDER BY created_at DESC, dataset_id")
     return [_from_row(r) for r in rows]
-
-
-def latest_version_id(ws: Workspace) -> str | None:
-    """The current dataset version (warehouse.datasets.current_dataset_id), None when none exists."""
-    from warehouse.datasets import DatasetNotFound
-    try:
-        return current_dataset_id(ws)
-    except DatasetNotFound:
-        return None
 
 
 def label_scale_of(ws: Workspace | Warehouse, dataset_id: str | None) -> str | None:
