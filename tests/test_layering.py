@@ -62,3 +62,19 @@ def test_the_reward_scale_has_one_name():
                                                     or "STAR" in t.id) for t in node.targets):
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "\n".join(found)
+
+
+def test_pipelines_hold_no_sql():
+    """The Dagster defs, the CLI and the report call named functions of the package that owns
+    the tables (docs/architecture.md, "Warehouse access"); no SQL text lives in pipelines/."""
+    import re
+
+    # upper case, as all SQL here is written: "select a model" in a help text is not SQL
+    sql = re.compile(r"\b(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(OR\s+REPLACE\s+)?"
+                     r"(TEMP\s+)?TABLE)\s")
+    found = []
+    for path in sorted((ROOT / "pipelines").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql.search(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert not found, "\n".join(found)
