@@ -12,7 +12,6 @@ from typing import Callable
 from sfreward import registry
 from sfreward.train.config import TrainConfig
 from warehouse.datasets import open_version
-from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -129,12 +128,7 @@ def find_trained(ws: Workspace, dataset_id: str, cfg: TrainConfig) -> str | None
     """The newest registered model trained on `dataset_id` with the same settings (run folder
     aside) by the same code, so reruns of a pipeline reuse it instead of training again."""
     want = {k: v for k, v in cfg.to_dict().items() if k != "out_dir"}
-    code = registry.code_version()
-    rows = Warehouse.open(ws).query(
-        "SELECT model_id, train_config FROM models WHERE dataset_id = ? AND code_version = ? "
-        "ORDER BY created_at DESC", [dataset_id, code])
-    for model_id, stored in rows:
-        have = {k: v for k, v in json.loads(stored or "{}").items() if k != "out_dir"}
-        if have == want:
+    for model_id, stored in registry.trained_on(ws, dataset_id, registry.code_version()):
+        if {k: v for k, v in stored.items() if k != "out_dir"} == want:
             return model_id
     return None
