@@ -27,7 +27,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, Iterator
 
 from warehouse import sources
 from warehouse.db import Warehouse, insert_rows
@@ -50,16 +50,10 @@ class ManifestError(ValueError):
 
 @dataclass
 class IngestConfig:
-    """Ingest settings. The fields named in SETTINGS carry their help text and are the `sfr
-    ingest` flags and the Dagster `editing_samples` config (pipelines.stageconfig)."""
-
-    SETTINGS: ClassVar[tuple[str, ...]] = ("max_pixels", "max_file_bytes", "chunk_size", "workers")
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={
-        "help": "refuse images above this many pixels, from the header (decompression bombs)"})
-    max_file_bytes: int = field(default=DEFAULT_MAX_FILE_BYTES, metadata={
-        "help": "refuse image files larger than this many bytes before reading them"})
-    chunk_size: int = field(default=128, metadata={"help": "rows per warehouse transaction"})
-    workers: int = field(default=2, metadata={"help": "threads decoding and hashing images"})
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    chunk_size: int = 128          # rows per transaction
+    workers: int = 2               # threads decoding/hashing images
     source_options: sources.SourceOptions | None = None   # column mapping / preset (None: ours)
 
 

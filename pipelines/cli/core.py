@@ -7,7 +7,6 @@ import sys
 from tqdm import tqdm
 
 from pipelines.cli import CLIError, print_json
-from pipelines.stageconfig import add_arguments, from_arguments
 from warehouse.db import Warehouse, WarehouseCorrupt, WarehouseError
 from warehouse.ingest import IngestConfig, ManifestError, ingest_path
 from warehouse.lake import LakeWarehouse, export_snapshot
@@ -19,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="ingest editing samples from a JSONL manifest or a parquet dataset")
     p.add_argument("path", help="manifest.jsonl, a .parquet file, a directory of parquet shards, or a "
                                 "Hugging Face save_to_disk folder")
-    add_arguments(p, IngestConfig, IngestConfig.SETTINGS)   # --max-pixels, --chunk-size, ...
+    p.add_argument("--max-pixels", type=int, default=IngestConfig.max_pixels,
+                   help="refuse images above this many pixels (decompression bombs)")
     p.add_argument("--schema", choices=sorted(PRESETS), default=None,
                    help="column names of a public schema: " + "; ".join(
                        f"{k}: {', '.join(f'{f}={c}' for f, c in v.items())}" for k, v in sorted(PRESETS.items())))
@@ -56,8 +56,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     bar = tqdm(desc="ingest", unit="row", file=sys.stderr, disable=None)
     try:
-        cfg = from_arguments(IngestConfig, args, IngestConfig.SETTINGS, source_options=options)
-        summary = ingest_path(ws, args.path, cfg, progress=bar.update)
+        summary = ingest_path(ws, args.path, IngestConfig(max_pixels=args.max_pixels, source_options=options),
+                              progress=bar.update)
     except ManifestError as e:
         raise CLIError(str(e)) from None
     except WarehouseCorrupt:

@@ -10,7 +10,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipelines.cli import CLIError, print_json
-from pipelines.stageconfig import add_arguments
 from sfreward.regions import CheckpointError, ProposalError, ProposerConfig
 from sfreward.regions.group import all_groups, groups_of_batch, propose_for_groups
 from warehouse.db import WarehouseError
@@ -28,9 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-type", default=os.environ.get("SFR_SAM_MODEL_TYPE"),
                    choices=["vit_h", "vit_l", "vit_b", "tiny"],
                    help="SAM model type of the checkpoint (default $SFR_SAM_MODEL_TYPE, else vit_b)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--config", type=Path, default=None,
                    help="JSON file of ProposerConfig fields (flags override it)")
-    add_arguments(p, ProposerConfig, ProposerConfig.SETTINGS)   # --name, --device, --points-per-side, ...
+    p.add_argument("--name", default=None, help="config name recorded with the region sets")
+    p.add_argument("--points-per-side", type=int, default=None)
+    p.add_argument("--max-regions", type=int, default=None)
     p.set_defaults(func=cmd_propose)
 
 
@@ -48,9 +50,11 @@ def _config(args: argparse.Namespace) -> ProposerConfig:
         fields["model_type"] = args.model_type or fields.get("model_type") or "vit_b"
     elif args.model_type:
         raise CLIError(f"--model-type {args.model_type} needs --checkpoint (or $SFR_SAM_CHECKPOINT)")
-    fields["device"] = args.device or "auto"    # the flag's default wins over the file's device
-    fields.update({k: getattr(args, k) for k in ProposerConfig.SETTINGS
-                   if k != "device" and getattr(args, k) is not None})
+    fields["device"] = args.device
+    for flag, key in (("name", "name"), ("points_per_side", "points_per_side"),
+                      ("max_regions", "max_regions")):
+        if getattr(args, flag) is not None:
+            fields[key] = getattr(args, flag)
     try:
         return ProposerConfig.from_dict(fields)
     except (ProposalError, TypeError) as e:

@@ -12,23 +12,20 @@ import dagster as dg
 
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
-from pipelines.stageconfig import dagster_config, to_dataclass
 from warehouse.batches import batch_ids, batches_without_valid_samples
+from warehouse.images import DEFAULT_MAX_PIXELS
 from warehouse.ingest import IngestConfig, ingest_batch, register_batch
 from warehouse.sources import PRESETS, SourceOptions, is_hf_disk
 from warehouse.workspace import Workspace
 
 
-class IngestRunConfig(dagster_config(IngestConfig, IngestConfig.SETTINGS, "IngestSettings")):
-    """IngestConfig's settings (generated from its fields, help included) plus the column mapping,
-    as `sfr ingest --schema/--map`; empty: the mapping the batch was registered with (or our own
-    column names)."""
-
+class IngestRunConfig(dg.Config):
+    chunk_size: int = 128      # rows per warehouse transaction
+    max_pixels: int = DEFAULT_MAX_PIXELS   # warehouse.images: the one pixel limit
+    # Column mapping, as `sfr ingest --schema/--map`; empty: the mapping the batch was
+    # registered with (or our own column names).
     source_schema: str = ""    # one of warehouse.sources.PRESETS
     columns: dict[str, str] = {}
-
-    def ingest_config(self) -> IngestConfig:
-        return to_dataclass(self, IngestConfig, IngestConfig.SETTINGS, source_options=self.source_options())
 
     def source_options(self) -> SourceOptions | None:
         if not self.source_schema and not self.columns:
@@ -50,7 +47,9 @@ class IngestRunConfig(dagster_config(IngestConfig, IngestConfig.SETTINGS, "Inges
 )
 def editing_samples(context: dg.AssetExecutionContext, config: IngestRunConfig,
                     workspace: WorkspaceResource) -> dg.MaterializeResult:
-    summary = ingest_batch(workspace.workspace(), context.partition_key, config.ingest_config())
+    summary = ingest_batch(workspace.workspace(), context.partition_key,
+                           IngestConfig(chunk_size=config.chunk_size, max_pixels=config.max_pixels,
+                                        source_options=config.source_options()))
     d = summary.as_dict()
     return dg.MaterializeResult(
         metadata={"rows": d["rows"], "ingested": d["ingested"], "duplicates": d["duplicates"],

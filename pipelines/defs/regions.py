@@ -11,7 +11,6 @@ import dagster as dg
 
 from pipelines.partitions import BATCHES
 from pipelines.resources import WorkspaceResource
-from pipelines.stageconfig import dagster_config, to_dataclass
 from sfreward.regions import ProposerConfig, propose_for_batch
 
 # SAM steps hold a GPU: the "gpu" pool (limit it to the number of GPUs in dagster.yaml) keeps
@@ -19,18 +18,25 @@ from sfreward.regions import ProposerConfig, propose_for_batch
 # under the warehouse lock, so they do not need the warehouse pool as well.
 GPU_POOL = "gpu"
 
-class RegionProposalsConfig(dagster_config(ProposerConfig, ProposerConfig.SETTINGS, "ProposerSettings")):
-    """ProposerConfig's settings (generated from its fields, help included) plus the SAM
-    weights; empty model_type/checkpoint fall back to the environment."""
+class RegionProposalsConfig(dg.Config):
+    """Proposer settings; empty model_type/checkpoint fall back to the environment."""
 
     model_type: str = ""
     checkpoint: str = ""
+    device: str = "auto"
+    name: str = "default"
+    points_per_side: int = 16
+    max_regions: int = ProposerConfig().max_regions   # one default: the proposer's
+    min_area_frac: float = 0.002
+    nms_iou: float = 0.7
 
     def proposer_config(self) -> ProposerConfig:
         checkpoint = self.checkpoint or os.environ.get("SFR_SAM_CHECKPOINT", "")
         model_type = self.model_type or (os.environ.get("SFR_SAM_MODEL_TYPE", "vit_b") if checkpoint else "")
-        return to_dataclass(self, ProposerConfig, ProposerConfig.SETTINGS, model_type=model_type or None,
-                            checkpoint=checkpoint or None)
+        return ProposerConfig(name=self.name, model_type=model_type or None,
+                              checkpoint=checkpoint or None, device=self.device,
+                              points_per_side=self.points_per_side, max_regions=self.max_regions,
+                              min_area_frac=self.min_area_frac, nms_iou=self.nms_iou)
 
 @dg.asset(
     partitions_def=BATCHES,

@@ -9,7 +9,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -32,36 +31,28 @@ class ProposerConfig:
     """Everything that determines a region set. `model_type=None` selects the classical
     (weight-free) proposer; otherwise SAM with `checkpoint` (a local file)."""
 
-    # The settings `sfr propose` and the region_proposals Dagster config expose (generated from
-    # these fields and their help by pipelines.stageconfig).
-    SETTINGS: ClassVar[tuple[str, ...]] = ("name", "device", "points_per_side", "max_regions",
-                                           "min_area_frac", "nms_iou")
-    name: str = field(default="default", metadata={"help": "config name recorded with the region sets"})
+    name: str = "default"
     model_type: str | None = None          # 'vit_h' | 'vit_l' | 'vit_b' | 'tiny' | None
     checkpoint: str | None = None          # local SAM state_dict path
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:1, ..."})
+    device: str = "auto"                   # 'auto' (CUDA when present) | 'cpu' | 'cuda[:i]'
     # Change map (CIELAB distance, in delta-E units).
     change_threshold: float = 12.0         # absolute floor of the delta-E threshold
     change_noise_k: float = 4.0            # threshold >= median + k * robust sigma of delta-E
     change_sigma: float = 1.0              # Gaussian denoising of the Lab images, pixels
     change_work_side: int = 384            # change map computed at most at this long side
     # Post-processing.
-    min_area_frac: float = field(default=0.002, metadata={
-        "help": "drop regions smaller than this fraction of the image"})
-    nms_iou: float = field(default=0.7, metadata={
-        "help": "mask IoU above which the lower-priority region drops"})
+    min_area_frac: float = 0.002           # drop regions smaller than this fraction of the image
+    nms_iou: float = 0.7                   # mask IoU above which the lower-priority region drops
     # Cap on non-background regions per set, edit regions first, then the largest context
     # regions: every region costs annotator clicks (4 + background; it was 12: see
     # benchmarks/results/annotator.md).
-    max_regions: int = field(default=4, metadata={
-        "help": "at most this many non-background regions per set (edit regions first)"})
+    max_regions: int = 4
     fragment_gap_frac: float = 0.03        # change components closer than this x long side merge
     sliver_px: int = 2                     # a change component no deeper than this is a sliver
     edit_min_cover: float = 0.3            # SAM edit mask must cover this much of its change
     # SAM.
     context_generator: str = "grid"        # 'grid' (low-res filtered point grid) | 'amg'
-    points_per_side: int = field(default=16, metadata={
-        "help": "SAM point grid per side for context regions"})
+    points_per_side: int = 16              # automatic mask generator grid (context regions)
     points_per_batch: int = 64
     pred_iou_thresh: float = 0.86
     stability_score_thresh: float = 0.92
