@@ -30,10 +30,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from annotation import config as C
-from annotation.push import insert_rows
 from annotation.sync import (ParsedAnnotation, _annotator_id, _canon, _current, _edited_sizes, _parse_ts, _user_id,
                              parse_result)
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.workspace import Workspace
 
 OURS = (C.BRUSH, C.SUCCESS, C.PRESERVE, C.VERDICT, *C.IMAGE_RATINGS)

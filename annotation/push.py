@@ -31,7 +31,7 @@ from PIL import Image
 from annotation import config as C
 from annotation.client import Connection, LabelStudioError, LSHttp, connection
 from warehouse import masks
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.workspace import Workspace
 
 from annotation.brush import mask_to_rle
@@ -314,22 +314,6 @@ def _record(wh: Warehouse, project_key: str, rows: list[tuple[dict, dict | None,
                     [(f"{project_key}:{s['sample_id']}", project_key, s["sample_id"],
                       r["region_set_id"] if r else None, int(tid), s["sample_id"] in gold, float(s.get("priority", 0.0)))
                      for s, r, tid in rows], on_conflict="ON CONFLICT DO NOTHING")
-
-
-def insert_rows(con, table: str, columns: list[str], rows: list[tuple], on_conflict: str = "") -> None:
-    """Bulk insert through an Arrow table: DuckDB's executemany costs milliseconds per row."""
-    if not rows:
-        return
-    import pyarrow as pa
-
-    data = pa.Table.from_pydict({c: [r[i] for r in rows] for i, c in enumerate(columns)})
-    name = f"_rows_{table}"
-    con.register(name, data)
-    try:
-        cols = ", ".join(columns)
-        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name} {on_conflict}")
-    finally:
-        con.unregister(name)
 
 
 def project_id(ws: Workspace, project_key: str) -> int:

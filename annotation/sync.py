@@ -40,9 +40,8 @@ from urllib.parse import urlparse
 
 from annotation import config as C
 from annotation.client import Connection, LabelStudioError, LSHttp, connection, updated_since_query
-from annotation.push import insert_rows
 from warehouse import masks
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.workspace import Workspace
 
 from annotation.brush import rle_to_mask
@@ -461,87 +460,12 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
                 host: str, summary: SyncSummary, trust: _Editors, cursor: dict) -> None:
     """Compare, parse and write one page of changed tasks in ONE warehouse transaction (parsing
     only what changed keeps it short; one connection per page keeps small syncs fast)."""
-    by_key: dict[str, dict] = {}
-    for t in tasks:
-        sid = (t.get("data") or {}).get("sample_id")
-        if sid is None:
-            summary.foreign_tasks += 1
-            continue
-        by_key[f"{project_key}:{sid}"] = t
-    keys = list(by_key)
+    by_key = _tasks_by_key(project_key, tasks, summary)
     with wh.write() as con:
-        current = _current(con, project_key, keys)
-        sizes = _edited_sizes(con, [str(t["data"]["sample_id"]) for t in by_key.values()])
-        live: set[int] = set()
-        parsed: dict[int, tuple[str, dict, ParsedAnnotation, str]] = {}
-        for key, t in by_key.items():
-            sid = str(t["data"]["sample_id"])
-            w, h = sizes.get(sid, (None, None))
-            for a in t.get("annotations", []):
-                ann_id = int(a["id"])
-                live.add(ann_id)
-                result_text = _canon(a.get("result") or [])
-                cur = current.get(ann_id)
-                editor = _annotator_id(_user_id(a.get("updated_by")), host)
-                if (cur and not cur[2] and cur[4] == result_text and cur[3] == bool(a.get("was_cancelled"))
-                        and (editor is None or cur[5] == editor)):
-                    summary.unchanged += 1
-                    continue
-                if w is None:
-                    pa = ParsedAnnotation({k: None for k in C.IMAGE_RATINGS}, [],
-                                          [f"sample {sid!r} is not in the warehouse"])
-                else:
-                    pa = parse_result(a.get("result") or [], w, h, t["data"].get("region_set_id"))
-                if a.get("was_cancelled"):
-                    pa.reasons.insert(0, "skipped by the annotator")
-                parsed[ann_id] = (key, a, pa, result_text)
-        versions, currents, regions_rows, annotators = [], [], [], {}
-        for ann_id, (key, a, pa, result_text) in parsed.items():
-            cur = current.get(ann_id)
-            version = cur[0] + 1 if cur else 1
-            author_id, editor_id = _user_id(a.get("completed_by")), _user_id(a.get("updated_by"))
-            annotator, editor = _annotator_id(author_id, host), _annotator_id(editor_id, host)
-            flagged = trust.edited_by_other(annotator, editor_id, author_id)
-            summary.edited_by_other += flagged
-            if annotator:
-                annotators[annotator] = users.get(author_id)
-            upd = _parse_ts(a["updated_at"]).replace(tzinfo=None) if a.get("updated_at") else None
-            cancelled = bool(a.get("was_cancelled"))
-            versions.append((ann_id, project_key, version, key, annotator, upd, cancelled, False,
-                             a.get("lead_time"), result_text, editor))
-            currents.append((ann_id, project_key, key, key.split(":", 1)[1], annotator, version, upd, cancelled,
-                             False, pa.valid, pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
-                             pa.ratings[C.ARTIFACTS], editor, flagged, pa.outside_preserved,
-                             C.ARTIFACTS in pa.image_defaults))
-            regions_rows += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
-                              *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
-                              not r.reasons, ", ".join(r.reasons) or None,
-                              r.success_default, r.preserve_default, r.verdict_default) for r in pa.regions]
-            if cur:
-                summary.updated += 1
-            else:
-                summary.created += 1
-            if not pa.valid:
-                summary.invalid += 1
-        changed = [v[0] for v in versions]
-        if changed:
-            for table in ("annotations", "annotation_regions"):
-                con.execute(f"DELETE FROM {table} WHERE project_key = ? AND ls_annotation_id IN (SELECT unnest(?))",
-                            [project_key, changed])
-        # Never overwrite annotators: the simulators register their bots (is_simulated, profile) first.
-        insert_rows(con, "annotators", ["annotator_id", "email", "is_simulated"],
-                    [(k, v, False) for k, v in annotators.items()], on_conflict="ON CONFLICT DO NOTHING")
-        insert_rows(con, "annotation_versions", ["ls_annotation_id", "project_key", "version", "task_key",
-                                                 "annotator_id", "updated_at", "was_cancelled", "is_deleted",
-                                                 "lead_time", "result", "updated_by"], versions)
-        insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
-                                         "version", "updated_at", "was_cancelled", "is_deleted", "valid",
-                                         "invalid_reason", "overall", "naturalness", "artifacts", "updated_by",
-                                         "edited_by_other", "outside_preserved", "artifacts_default"], currents)
-        insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
-                                                "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",
-                                                "verdict", "valid", "invalid_reason", "success_default",
-                                                "preserve_default", "verdict_default"], regions_rows)
+        current = _current(con, project_key, list(by_key))
+        live, parsed = _parse_changed(con, by_key, current, host, summary)
+        rows = _page_rows(project_key, parsed, current, users, host, trust, summary)
+        _write_page(con, project_key, rows)
         # Annotations the warehouse has for these tasks that Label Studio no longer has.
         gone = [(ann_id, v) for ann_id, v in current.items() if not v[2] and ann_id not in live]
         for ann_id, v in gone:
@@ -550,6 +474,116 @@ def _apply_page(wh: Warehouse, project_key: str, tasks: list[dict], users: dict,
         # The cursor (and the tasks done inside the overlap window) moves with the data: a crash
         # repeats at most this page, harmlessly.
         _save_cursor(con, project_key, cursor)
+
+
+def _tasks_by_key(project_key: str, tasks: list[dict], summary: SyncSummary) -> dict[str, dict]:
+    """task_key -> task for the page's tasks that carry one of our sample ids (others counted
+    as foreign)."""
+    by_key: dict[str, dict] = {}
+    for t in tasks:
+        sid = (t.get("data") or {}).get("sample_id")
+        if sid is None:
+            summary.foreign_tasks += 1
+            continue
+        by_key[f"{project_key}:{sid}"] = t
+    return by_key
+
+
+def _parse_changed(con, by_key: dict[str, dict], current: dict, host: str, summary: SyncSummary
+                   ) -> tuple[set[int], dict[int, tuple[str, dict, ParsedAnnotation, str]]]:
+    """(ids of every annotation Label Studio still has, ann_id -> (task_key, annotation, parsed,
+    canonical result text) for those new or changed since the warehouse's current version)."""
+    sizes = _edited_sizes(con, [str(t["data"]["sample_id"]) for t in by_key.values()])
+    live: set[int] = set()
+    parsed: dict[int, tuple[str, dict, ParsedAnnotation, str]] = {}
+    for key, t in by_key.items():
+        sid = str(t["data"]["sample_id"])
+        w, h = sizes.get(sid, (None, None))
+        for a in t.get("annotations", []):
+            ann_id = int(a["id"])
+            live.add(ann_id)
+            result_text = _canon(a.get("result") or [])
+            cur = current.get(ann_id)
+            editor = _annotator_id(_user_id(a.get("updated_by")), host)
+            if (cur and not cur[2] and cur[4] == result_text and cur[3] == bool(a.get("was_cancelled"))
+                    and (editor is None or cur[5] == editor)):
+                summary.unchanged += 1
+                continue
+            if w is None:
+                pa = ParsedAnnotation({k: None for k in C.IMAGE_RATINGS}, [],
+                                      [f"sample {sid!r} is not in the warehouse"])
+            else:
+                pa = parse_result(a.get("result") or [], w, h, t["data"].get("region_set_id"))
+            if a.get("was_cancelled"):
+                pa.reasons.insert(0, "skipped by the annotator")
+            parsed[ann_id] = (key, a, pa, result_text)
+    return live, parsed
+
+
+@dataclass
+class _PageRows:
+    """Rows of one page for annotation_versions, annotations, annotation_regions and annotators."""
+    versions: list[tuple] = field(default_factory=list)
+    currents: list[tuple] = field(default_factory=list)
+    regions: list[tuple] = field(default_factory=list)
+    annotators: dict[str, str | None] = field(default_factory=dict)
+
+
+def _page_rows(project_key: str, parsed: dict, current: dict, users: dict, host: str, trust: _Editors,
+               summary: SyncSummary) -> _PageRows:
+    """The warehouse rows of the parsed annotations (each a new version of its annotation)."""
+    rows = _PageRows()
+    for ann_id, (key, a, pa, result_text) in parsed.items():
+        cur = current.get(ann_id)
+        version = cur[0] + 1 if cur else 1
+        author_id, editor_id = _user_id(a.get("completed_by")), _user_id(a.get("updated_by"))
+        annotator, editor = _annotator_id(author_id, host), _annotator_id(editor_id, host)
+        flagged = trust.edited_by_other(annotator, editor_id, author_id)
+        summary.edited_by_other += flagged
+        if annotator:
+            rows.annotators[annotator] = users.get(author_id)
+        upd = _parse_ts(a["updated_at"]).replace(tzinfo=None) if a.get("updated_at") else None
+        cancelled = bool(a.get("was_cancelled"))
+        rows.versions.append((ann_id, project_key, version, key, annotator, upd, cancelled, False,
+                              a.get("lead_time"), result_text, editor))
+        rows.currents.append((ann_id, project_key, key, key.split(":", 1)[1], annotator, version, upd, cancelled,
+                              False, pa.valid, pa.invalid_reason, pa.ratings[C.OVERALL], pa.ratings[C.NATURALNESS],
+                              pa.ratings[C.ARTIFACTS], editor, flagged, pa.outside_preserved,
+                              C.ARTIFACTS in pa.image_defaults))
+        rows.regions += [(project_key, ann_id, r.region_key, r.region_id, r.kind, r.rle,
+                          *(r.bbox or (None, None, None, None)), r.area, r.success, r.preserve, r.verdict,
+                          not r.reasons, ", ".join(r.reasons) or None,
+                          r.success_default, r.preserve_default, r.verdict_default) for r in pa.regions]
+        if cur:
+            summary.updated += 1
+        else:
+            summary.created += 1
+        if not pa.valid:
+            summary.invalid += 1
+    return rows
+
+
+def _write_page(con, project_key: str, rows: _PageRows) -> None:
+    """Replace the changed annotations' current rows and append their versions."""
+    changed = [v[0] for v in rows.versions]
+    if changed:
+        for table in ("annotations", "annotation_regions"):
+            con.execute(f"DELETE FROM {table} WHERE project_key = ? AND ls_annotation_id IN (SELECT unnest(?))",
+                        [project_key, changed])
+    # Never overwrite annotators: the simulators register their bots (is_simulated, profile) first.
+    insert_rows(con, "annotators", ["annotator_id", "email", "is_simulated"],
+                [(k, v, False) for k, v in rows.annotators.items()], on_conflict="ON CONFLICT DO NOTHING")
+    insert_rows(con, "annotation_versions", ["ls_annotation_id", "project_key", "version", "task_key",
+                                             "annotator_id", "updated_at", "was_cancelled", "is_deleted",
+                                             "lead_time", "result", "updated_by"], rows.versions)
+    insert_rows(con, "annotations", ["ls_annotation_id", "project_key", "task_key", "sample_id", "annotator_id",
+                                     "version", "updated_at", "was_cancelled", "is_deleted", "valid",
+                                     "invalid_reason", "overall", "naturalness", "artifacts", "updated_by",
+                                     "edited_by_other", "outside_preserved", "artifacts_default"], rows.currents)
+    insert_rows(con, "annotation_regions", ["project_key", "ls_annotation_id", "region_key", "region_id", "kind",
+                                            "rle", "x1", "y1", "x2", "y2", "area", "success", "preserve",
+                                            "verdict", "valid", "invalid_reason", "success_default",
+                                            "preserve_default", "verdict_default"], rows.regions)
 
 
 def _mark_deleted(con, project_key: str, ann_id: int, version: int, task_key: str) -> None:

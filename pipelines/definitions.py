@@ -1,30 +1,23 @@
 """One Definitions object merged from the per-domain modules in `pipelines.defs`.
 
-Each domain module exposes `defs: dagster.Definitions`. Modules are listed in data-flow order.
+Each domain module exposes `defs: dagster.Definitions`. The domains are imported by name and
+listed in data-flow order: a missing or broken domain is an import error here, never a
+domain silently left out of the code location.
 """
 from __future__ import annotations
 
-import importlib
-
 import dagster as dg
 
+from pipelines.defs import annotation, curation, demo, ingest, regions, serving, training
 from pipelines.resources import default_resources
 
-DOMAINS = ["ingest", "regions", "annotation", "curation", "training", "serving", "demo"]
+DOMAINS = {"ingest": ingest, "regions": regions, "annotation": annotation, "curation": curation,
+           "training": training, "serving": serving, "demo": demo}
 
 
-def _load() -> dg.Definitions:
-    parts = []
-    for name in DOMAINS:
-        try:
-            mod = importlib.import_module(f"pipelines.defs.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"pipelines.defs.{name}":
-                continue  # domain not built yet
-            raise
-        parts.append(mod.defs)
+def _merge() -> dg.Definitions:
     # Resources are defined once here (domain modules must not redefine them).
-    return dg.Definitions.merge(*parts, dg.Definitions(resources=default_resources()))
+    return dg.Definitions.merge(*(d.defs for d in DOMAINS.values()), dg.Definitions(resources=default_resources()))
 
 
-defs = _load()
+defs = _merge()

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from warehouse.batches import batch_source, batches_of_samples
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -60,10 +61,10 @@ class DemoConfig:
 
 # ----------------------------------------------------------------------------- demo assets' work
 def _batch_folder(ws: Workspace, batch_id: str) -> Path:
-    rows = Warehouse.open(ws).query("SELECT source_uri FROM batches WHERE batch_id = ?", [batch_id])
-    if not rows:
+    source = batch_source(Warehouse.open(ws), batch_id)
+    if source is None:
         raise ValueError(f"batch {batch_id!r} is not registered in {ws.warehouse_path}")
-    p = Path(rows[0][0])
+    p = Path(source)
     return p if p.is_dir() else p.parent
 
 
@@ -84,12 +85,11 @@ def _test_rows(ws: Workspace, model_ref: str) -> tuple[str, str, list[dict]]:
     import pyarrow.parquet as pq
 
     from sfreward import registry
-    from sfreward.train.data import split_path
-    from sfreward.train.api import dataset_dir
+    from warehouse.datasets import open_version, split_path
 
     rec = registry.get_model(ws, model_ref)
     dataset_id = rec["dataset_id"]
-    path = split_path(dataset_dir(ws, dataset_id), "test")
+    path = split_path(open_version(ws, dataset_id), "test")
     return rec["model_id"], dataset_id, pq.read_table(path).to_pylist()
 
 
@@ -156,8 +156,7 @@ def _truth_by_sample(ws: Workspace, sample_ids: list[str]) -> dict[str, dict]:
     from sfreward.synthetic import read_ground_truth
 
     wh = Warehouse.open(ws)
-    batches = {b for (b,) in wh.query("SELECT DISTINCT batch_id FROM samples WHERE sample_id IN "
-                                      "(SELECT unnest(?))", [sample_ids])}
+    batches = batches_of_samples(wh, sample_ids)
     truth: dict[str, dict] = {}
     for b in sorted(batches):
         path = _batch_folder(ws, b) / "ground_truth.jsonl"

@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sfreward.registry import newest_model
+from warehouse import stats as warehouse_stats
+from warehouse.curation.agreement import alpha_table, annotator_quality_table
+from warehouse.curation.dataset import get_version
+from warehouse.datasets import version_ids
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
-
-
-def _one(wh: Warehouse, sql: str, params: list | None = None) -> Any:
-    rows = wh.query(sql, params or [])
-    return rows[0][0] if rows else None
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -28,21 +28,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def stage_counts(wh: Warehouse, batch_id: str) -> list[list[Any]]:
-    q = lambda sql, p=None: _one(wh, sql, p)  # noqa: E731
+    c = warehouse_stats.stage_counts(wh, batch_id)
     return [
-        ["samples ingested (batch)", q("SELECT count(*) FROM samples WHERE batch_id = ?", [batch_id])],
-        ["rows quarantined (batch)", q("SELECT count(*) FROM quarantine WHERE batch_id = ?", [batch_id])],
-        ["GRPO groups", q("SELECT count(DISTINCT group_id) FROM samples WHERE batch_id = ?", [batch_id])],
-        ["region sets / regions", f"{q('SELECT count(*) FROM region_sets')} / {q('SELECT count(*) FROM regions')}"],
-        ["Label Studio tasks", q("SELECT count(*) FROM tasks")],
-        ["annotators (simulated)", f"{q('SELECT count(*) FROM annotators')} "
-                                   f"({q('SELECT count(*) FROM annotators WHERE is_simulated')})"],
-        ["annotation versions synced", q("SELECT count(*) FROM annotation_versions")],
+        ["samples ingested (batch)", c["samples"]],
+        ["rows quarantined (batch)", c["quarantined"]],
+        ["GRPO groups", c["groups"]],
+        ["region sets / regions", f"{c['region_sets']} / {c['regions']}"],
+        ["Label Studio tasks", c["tasks"]],
+        ["annotators (simulated)", f"{c['annotators']} ({c['simulated_annotators']})"],
+        ["annotation versions synced", c["annotation_versions"]],
         ["current annotations (valid / skipped)",
-         f"{q('SELECT count(*) FROM annotations WHERE NOT is_deleted')} "
-         f"({q('SELECT count(*) FROM annotations WHERE valid AND NOT is_deleted')} / "
-         f"{q('SELECT count(*) FROM annotations WHERE was_cancelled')})"],
-        ["annotated regions", q("SELECT count(*) FROM annotation_regions")],
+         f"{c['annotations']} ({c['valid_annotations']} / {c['cancelled_annotations']})"],
+        ["annotated regions", c["annotated_regions"]],
     ]
 
 
@@ -99,20 +96,17 @@ def demo_report(ws: Workspace, cfg: Any, base_url: str, times: dict[str, float],
              "annotations by SIMULATED annotators, flagged `is_simulated` in the warehouse)", ""]
     lines += ["## Counts at each stage", ""] + _table(["stage", "count"], stage_counts(wh, batch_id)) + [""]
 
-    ds = wh.query_dicts("SELECT * FROM dataset_versions ORDER BY created_at DESC LIMIT 1")
-    if ds:
-        d = ds[0]
-        lines += ["## Dataset version", "", f"`{d['dataset_id']}`: {d['n_rows']} samples, {d['n_regions']} regions  ",
-                  f"Splits: {d['split_counts']}  ", f"Exclusions: {d['exclusion_counts']}", ""]
-        rid = d.get("agreement_report_id")
-        alpha = wh.query("SELECT dimension, alpha, n_units, n_ratings FROM agreement_reports "
-                         "WHERE report_id = ? AND scope = 'all' ORDER BY dimension", [rid]) if rid else []
+    ids = version_ids(wh)   # newest first: the current dataset (warehouse.datasets)
+    if ids:
+        d = get_version(wh, ids[0])
+        lines += ["## Dataset version", "", f"`{d.dataset_id}`: {d.n_rows} samples, {d.n_regions} regions  ",
+                  f"Splits: {json.dumps(d.split_counts)}  ", f"Exclusions: {json.dumps(d.exclusion_counts)}", ""]
+        rid = d.agreement_report_id
+        alpha = alpha_table(wh, rid) if rid else []
         if alpha:
             lines += ["## Agreement (Krippendorff's alpha, ordinal)", ""]
             lines += _table(["dimension", "alpha", "units", "ratings"], [list(r) for r in alpha]) + [""]
-            aq = wh.query("SELECT q.annotator_id, a.is_simulated, q.n_ratings, q.mae_vs_others, q.within1_others, "
-                          "q.flagged, q.flag_reason FROM annotator_quality q LEFT JOIN annotators a "
-                          "USING (annotator_id) WHERE report_id = ? ORDER BY q.mae_vs_others", [rid])
+            aq = annotator_quality_table(wh, rid)
             if aq:
                 lines += ["### Annotators", ""]
                 lines += _table(["annotator", "simulated", "ratings", "MAE vs others (stars)",
@@ -120,12 +114,9 @@ def demo_report(ws: Workspace, cfg: Any, base_url: str, times: dict[str, float],
 
     lines += annotator_throughput_section(wh)
 
-    models = wh.query_dicts("SELECT m.model_id, m.dataset_id, m.n_params, e.metrics FROM models m "
-                            "LEFT JOIN evaluations e ON e.model_id = m.model_id AND e.split = 'test' "
-                            "ORDER BY m.created_at DESC LIMIT 1")
-    if models:
-        m = models[0]
-        metrics = json.loads(m["metrics"] or "{}")
+    m = newest_model(wh)
+    if m:
+        metrics = m["test_metrics"]
         lines += ["## Model", "", f"`{m['model_id']}` ({m['n_params']:,} parameters) trained on `{m['dataset_id']}`, "
                   "registered as `candidate`.", ""]
         flat = [[k, v] for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -6,7 +6,7 @@ import dagster as dg
 
 from warehouse.db import Warehouse
 from warehouse.imagestore import LocalImageStore
-from warehouse.workspace import Workspace
+from warehouse.workspace import Workspace, resolve_home
 
 
 class WorkspaceResource(dg.ConfigurableResource):
@@ -32,4 +32,8 @@ WAREHOUSE_POOL = "warehouse"
 
 
 def default_resources() -> dict:
-    return {"workspace": WorkspaceResource(home=dg.EnvVar("SFR_HOME").get_value("") or "")}
+    home = dg.EnvVar("SFR_HOME").get_value("") or ""
+    # Asset values (e.g. the dataset id `dataset_version` hands to the exports) are kept in the
+    # workspace, not in DAGSTER_HOME: run pods on Kubernetes share the workspace volume only.
+    storage = Workspace(resolve_home(home)).dagster_home / "storage"
+    return {"workspace": WorkspaceResource(home=home), "io_manager": dg.FilesystemIOManager(base_dir=str(storage))}

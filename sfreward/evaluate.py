@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from sfreward.model import SFRewardModel
-from sfreward.train.data import RegionDataset, collate
+from sfreward.data import RegionDataset, collate
 
 CORRUPTIONS = ("blur", "noise", "recolor")
 

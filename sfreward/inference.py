@@ -41,7 +41,7 @@ from sfreward.inputs import (  # noqa: F401  (re-exported: the serving API's inp
     resize_masks,
 )
 
-from warehouse.scale import REWARD_MAX as SCALE  # noqa: E402  (the one label scale)
+from warehouse.scale import REWARD_MAX  # noqa: E402  (the one label scale)
 _REGION_COLS = ("success", "preserve", "success_std", "preserve_std")   # model outputs per region
 _ITEM_COLS = ("naturalness", "artifacts", "overall")                    # ... and per item
 
@@ -134,7 +134,7 @@ class ScorerConfig:
 
 def region_reward(phi: float, aes: float) -> float:
     """R = sqrt(phi * AES) / 25 with both clamped to 0..25 (docs/spatial-credit.md)."""
-    return math.sqrt(min(max(phi, 0.0), SCALE) * min(max(aes, 0.0), SCALE)) / SCALE
+    return math.sqrt(min(max(phi, 0.0), REWARD_MAX) * min(max(aes, 0.0), REWARD_MAX)) / REWARD_MAX
 
 
 def _takes_kinds(model: Any) -> bool:

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from warehouse.images import DEFAULT_MAX_PIXELS, ImageRejected, ImageTooLarge, check_declared_size, open_image
+
 KINDS = ("edit", "context", "background")
-DEFAULT_MAX_PIXELS = 40_000_000
 # Regions per item: each becomes a full-resolution bool mask plus a float copy while it is
 # resized, so the count bounds an item's memory (the proposer keeps at most 12 by default;
 # docs/serving.md).
@@ -90,8 +91,6 @@ def decode_image(image: Any, name: str = "image", max_pixels: int = DEFAULT_MAX_
 def _decode_encoded(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """PNG/JPEG/WebP/... bytes -> PIL image (EXIF rotation applied), size checked first by the
     platform's one decompression-bomb guard (warehouse.images.open_image)."""
-    from warehouse.images import ImageRejected, ImageTooLarge, open_image
-
     try:
         img = open_image(data, name, max_pixels)
         img.load()
@@ -145,8 +144,10 @@ def decode_npy(data: bytes, name: str = "image", max_pixels: int = DEFAULT_MAX_P
         raise InvalidInput(f"{name}: .npy array must be uint8, got {dtype}")
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
         raise InvalidInput(f"{name}: .npy array must be [H, W, 3], got shape {shape}")
-    if shape[0] * shape[1] > max_pixels:
-        raise InvalidInput(f"{name}: {shape[1]}x{shape[0]} exceeds the limit of {max_pixels:,} pixels")
+    try:   # the same pixel limit as encoded images (warehouse.images)
+        check_declared_size(shape[1], shape[0], name, max_pixels)
+    except ImageTooLarge as e:
+        raise InvalidInput(str(e)) from None
     count = int(np.prod(shape))
     offset = fp.tell()
     if len(data) - offset != count:

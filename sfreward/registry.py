@@ -223,6 +223,28 @@ def list_models(ws: Workspace) -> list[dict]:
     return rows
 
 
+def trained_on(ws: Workspace, dataset_id: str, code: str) -> list[tuple[str, dict]]:
+    """(model_id, train_config) of the models trained on `dataset_id` by code version `code`,
+    newest first."""
+    rows = Warehouse.open(ws).query("SELECT model_id, train_config FROM models WHERE dataset_id = ? AND "
+                                    "code_version = ? ORDER BY created_at DESC", [dataset_id, code])
+    return [(model_id, json.loads(stored or "{}")) for model_id, stored in rows]
+
+
+def newest_model(ws: Workspace | Warehouse) -> dict | None:
+    """The most recently registered model: model_id, dataset_id, n_params and `test_metrics`
+    (its test-split evaluation as a dict, {} when not evaluated); None when none is registered."""
+    wh = ws if isinstance(ws, Warehouse) else Warehouse.open(ws)
+    rows = wh.query_dicts("SELECT m.model_id, m.dataset_id, m.n_params, e.metrics FROM models m "
+                          "LEFT JOIN evaluations e ON e.model_id = m.model_id AND e.split = 'test' "
+                          "ORDER BY m.created_at DESC LIMIT 1")
+    if not rows:
+        return None
+    rec = rows[0]
+    rec["test_metrics"] = json.loads(rec.pop("metrics") or "{}")
+    return rec
+
+
 def verify(ws: Workspace, ref: str) -> Path:
     """Check a registered artifact's weights against the warehouse sha256; returns its dir."""
     rec = get_model(ws, ref)

@@ -11,14 +11,14 @@ from typing import Sequence
 
 import numpy as np
 
-SCORE_MAX = 25.0
+from warehouse.scale import REWARD_MAX
 
 
 def score_color(score: float) -> np.ndarray:
     """0..25 -> RGB float [3] in 0..1, red (bad) through yellow to green (good)."""
     import matplotlib
 
-    t = float(np.clip(score / SCORE_MAX, 0.0, 1.0))
+    t = float(np.clip(score / REWARD_MAX, 0.0, 1.0))
     return np.asarray(matplotlib.colormaps["RdYlGn"](t)[:3])
 
 
@@ -71,7 +71,7 @@ def score_grid(items: list[dict], path: str | Path, title: str = "") -> Path:
         row[2].text(1.02, 0.98, "\n".join(lines[:10]), transform=row[2].transAxes, fontsize=7, va="top")
         for ax in row:
             ax.axis("off")
-    sm = plt.cm.ScalarMappable(cmap="RdYlGn", norm=matplotlib.colors.Normalize(0, SCORE_MAX))
+    sm = plt.cm.ScalarMappable(cmap="RdYlGn", norm=matplotlib.colors.Normalize(0, REWARD_MAX))
     fig.colorbar(sm, ax=axes[:, 2].tolist(), fraction=0.03, pad=0.25, label="score")
     if title:
         fig.suptitle(title)

@@ -42,9 +42,10 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def open_image(data: bytes | BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """The one decompression-bomb guard (ingest and the reward server both use it): open an
-    image lazily, reading only its header, and refuse it when the declared size exceeds
-    `max_pixels`, before any pixel is decoded. Raises ImageRejected naming `name`."""
+    """The one decompression-bomb guard (ingest, provided mask images and the reward server all
+    use it; the warehouse is the lowest layer, so it lives here): open an image lazily, reading
+    only its header, and refuse it when the declared size exceeds `max_pixels`, before any pixel
+    is decoded. Raises ImageRejected naming `name`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -55,12 +56,18 @@ def open_image(data: bytes | BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_
         raise ImageTooLarge(f"{name}: decompression bomb refused ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageRejected(f"{name}: image is corrupt or truncated in its header ({e})") from None
-    w, h = img.size  # from the header, before decoding any pixel
-    if w * h > max_pixels:
-        raise ImageTooLarge(
-            f"{name}: declared size {w}x{h} = {w * h:,} pixels exceeds the limit of "
-            f"{max_pixels:,} (possible decompression bomb); resize it or raise max_pixels")
+    check_declared_size(*img.size, name, max_pixels)   # from the header, before decoding any pixel
     return img
+
+
+def check_declared_size(width: int, height: int, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """The one pixel limit of the platform: refuse an image whose declared width x height
+    (from a header: PNG/JPEG/..., a .npy array's shape, a mask image) exceeds `max_pixels`,
+    before anything is decoded or allocated. Raises ImageTooLarge naming `name`."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: declared size {width}x{height} = {width * height:,} pixels exceeds the limit of "
+            f"{max_pixels:,} (possible decompression bomb); resize it or raise max_pixels")
 
 
 @dataclass(frozen=True)

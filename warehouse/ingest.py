@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from warehouse import sources
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.images import DEFAULT_MAX_PIXELS, HEAD_BYTES, ImageRejected, load_image
 from warehouse.imagestore import LocalImageStore, sha256_bytes
 from warehouse.rowchecks import (DEFAULT_MAX_FILE_BYTES, NonStandardJSON, RowRejected, check_head, check_text,
@@ -288,8 +288,6 @@ def _known_images(wh: Warehouse) -> dict[str, tuple]:
 def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tuple[RawRow, str]],
                  summary: IngestSummary) -> None:
     """One transaction per chunk; lookups and inserts are set-based (DuckDB is slow row by row)."""
-    import pyarrow as pa
-
     with wh.write() as con:
         numbers = [r.number for r, _ in bad] + [p.number for p in ok]
         if numbers:  # a rerun re-evaluates rows: keep one quarantine record per row
@@ -334,12 +332,11 @@ def _write_chunk(wh: Warehouse, batch_id: str, ok: list[Prepared], bad: list[tup
                                 "instruction": p.instruction, "editor": p.editor, "category": p.category,
                                 "metadata": p.metadata, "note": p.note})
             summary.ingested += 1
-        for table, rows, conflict in (("images", list(images.values()), " ON CONFLICT DO NOTHING"),
+        for table, rows, conflict in (("images", list(images.values()), "ON CONFLICT DO NOTHING"),
                                       ("groups", new_groups, ""), ("samples", new_samples, "")):
             if rows:
-                arrow = pa.Table.from_pylist(rows)  # noqa: F841 (read by DuckDB's replacement scan)
-                cols = ", ".join(rows[0])
-                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM arrow{conflict}")
+                cols = list(rows[0])
+                insert_rows(con, table, cols, [tuple(r.get(c) for c in cols) for r in rows], conflict)
         sources.write_provided_masks(con, batch_id, accepted)
         for number, text, reason in quarantine:
             con.execute("INSERT INTO quarantine (batch_id, row_number, row_text, reason) VALUES (?, ?, ?, ?)",

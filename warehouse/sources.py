@@ -20,7 +20,6 @@ as a struct or JSON text); it must match the source image's size and becomes the
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,15 +265,13 @@ def decode_mask(cell: Any, column: str, base: Path, max_pixels: int) -> tuple[np
             raise ValueError(str(e)) from None
     if data is None:
         raise ValueError(f"mask column {column!r} holds neither an image nor a COCO RLE in this row")
-    from PIL import Image
+    from warehouse.images import ImageRejected, open_image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise ValueError(f"mask column {column!r}: {im.width}x{im.height} exceeds {max_pixels:,} pixels")
+        with open_image(data, f"mask column {column!r}", max_pixels) as im:
             return np.asarray(im.convert("L")) > MASK_THRESHOLD, "image"
-    except ValueError:
-        raise
+    except ImageRejected as e:
+        raise ValueError(str(e)) from None
     except Exception as e:
         raise ValueError(f"mask column {column!r}: not a decodable image ({type(e).__name__}: {e})") from None
 

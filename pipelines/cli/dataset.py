@@ -14,6 +14,7 @@ from warehouse.curation import CurationConfig, build_dataset, export_hf, export_
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
                                        check_no_leakage, check_no_near_duplicate_sources)
 from warehouse.curation.dataset import get_version, list_versions
+from warehouse.datasets import DatasetNotFound, recorded_exports, resolve_dataset_id
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -76,15 +77,10 @@ def _config(args: argparse.Namespace) -> CurationConfig:
 
 
 def resolve_id(ws: Workspace, ref: str) -> str:
-    ids = [v.dataset_id for v in list_versions(ws)]
-    if not ids:
-        raise CLIError("no dataset versions yet; run `sfr dataset build` first")
-    if ref == "latest":
-        return ids[0]
-    matches = [i for i in ids if i == ref] or [i for i in ids if i.startswith(ref)]
-    if len(matches) != 1:
-        raise CLIError(f"dataset id {ref!r} matches {len(matches)} versions; see `sfr dataset list`")
-    return matches[0]
+    try:
+        return resolve_dataset_id(ws, ref)
+    except DatasetNotFound as e:
+        raise CLIError(str(e)) from None
 
 
 def _summary(v) -> dict:
@@ -119,8 +115,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         passed, details = fn(ws, dataset_id)
         checks[name] = {"passed": passed, **details}
     out["checks"] = checks
-    out["exports"] = {f: p for f, p in Warehouse.open(ws).query(
-        "SELECT format, path FROM dataset_exports WHERE dataset_id = ? ORDER BY format", [dataset_id])}
+    out["exports"] = recorded_exports(Warehouse.open(ws), dataset_id)
     print_json(out)
     return 0
 

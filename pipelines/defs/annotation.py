@@ -14,6 +14,7 @@ from pydantic import Field
 from annotation.client import Connection, LabelStudioError, LSHttp, connection, updated_since_query
 from annotation.push import PushConfig, push_batch
 from annotation.server import ensure_server
+from annotation.store import projects, validity_counts
 from annotation.sync import load_cursor, sync_project
 from pipelines.configs import dagster_config, from_dagster
 from pipelines.partitions import BATCHES
@@ -80,8 +81,7 @@ def synced_annotations(context: dg.AssetExecutionContext, config: SyncRunConfig,
     totals: dict[str, dict] = {}
     for key in keys:
         totals[key] = sync_project(ws, key, conn=conn).as_dict()
-    n = Warehouse.open(ws).query("SELECT count(*), count(*) FILTER (WHERE NOT valid) FROM annotations "
-                                 "WHERE NOT is_deleted")[0]
+    n = validity_counts(Warehouse.open(ws))
     return dg.MaterializeResult(metadata={
         "projects": dg.MetadataValue.json(totals), "current_annotations": int(n[0]),
         "invalid_annotations": int(n[1])})
@@ -90,21 +90,20 @@ def synced_annotations(context: dg.AssetExecutionContext, config: SyncRunConfig,
 @dg.asset_check(asset=synced_annotations, description="Share of current annotations that are invalid stays "
                 "under 50% (a config mismatch would make nearly all invalid).")
 def annotations_mostly_valid(workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    total, bad = workspace.warehouse().query(
-        "SELECT count(*), count(*) FILTER (WHERE NOT valid) FROM annotations WHERE NOT is_deleted AND NOT was_cancelled")[0]
+    total, bad = validity_counts(workspace.warehouse(), include_cancelled=False)
     return dg.AssetCheckResult(passed=total == 0 or bad / total < 0.5,
                                metadata={"current": int(total), "invalid": int(bad)})
 
 
 def project_keys(ws: Workspace) -> list[str]:
-    return [r[0] for r in Warehouse.open(ws).query("SELECT project_key FROM ls_projects ORDER BY project_key")]
+    return [key for key, _ in projects(Warehouse.open(ws))]
 
 
 def changed_projects(ws: Workspace, conn: Connection) -> dict[str, str]:
     """project_key -> newest task updated_at in Label Studio, for projects changed since their
     sync cursor (plain function behind the sensor: one page_size=1 query per project)."""
     wh = Warehouse.open(ws)
-    rows = wh.query("SELECT project_key, ls_project_id FROM ls_projects ORDER BY project_key")
+    rows = projects(wh)
     out = {}
     with LSHttp(conn, timeout_s=20) as http:
         for key, pid in rows:

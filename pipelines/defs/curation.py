@@ -1,8 +1,9 @@
 """Curation in Dagster: a thin layer over `warehouse.curation`.
 
 aggregated_labels -> agreement_report -> dataset_version -> dataset_export_{hf,reward_json,sft}.
-The dataset id travels as materialization metadata: exports and checks read the latest
-`dataset_version` materialization ("dataset_id"), falling back to the newest recorded version.
+The dataset id travels along the asset graph: `dataset_version`'s output value is the id, the
+exports and the checks take it as their input (stored by the `io_manager` resource under
+<home>/dagster/storage, so a later run can export a version built earlier).
 Checks on dataset_version: no split leakage, no near-duplicate test source, labels complete and
 every mask decodes are
 blocking (a failure stops the exports); agreement above the floor warns.
@@ -18,7 +19,6 @@ from warehouse.curation.aggregate import aggregate
 from warehouse.curation.agreement import agreement_report as compute_agreement_report
 from warehouse.curation.checks import (check_agreement_floor, check_labels_complete, check_masks_decode,
                                        check_no_leakage, check_no_near_duplicate_sources)
-from warehouse.curation.dataset import latest_version_id
 from warehouse.curation.throughput import annotator_throughput, throughput_markdown
 from warehouse.db import Warehouse
 
@@ -68,6 +68,7 @@ def agreement_report(config: CurationRunConfig, workspace: WorkspaceResource) ->
 def dataset_version(config: CurationRunConfig, workspace: WorkspaceResource) -> dg.MaterializeResult:
     v = build_dataset(workspace.workspace(), config.curation_config())
     return dg.MaterializeResult(
+        value=v.dataset_id,   # what the exports and checks receive as their input
         metadata={"dataset_id": v.dataset_id, "rows": v.n_rows, "regions": v.n_regions,
                   "splits": dg.MetadataValue.json(v.split_counts),
                   "exclusions": dg.MetadataValue.json(v.exclusion_counts),
@@ -75,24 +76,12 @@ def dataset_version(config: CurationRunConfig, workspace: WorkspaceResource) -> 
         data_version=dg.DataVersion(v.dataset_id))
 
 
-def current_dataset_id(context, workspace: WorkspaceResource) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("dataset_version"))
-    if event is not None and event.asset_materialization is not None:
-        meta = event.asset_materialization.metadata.get("dataset_id")
-        if meta is not None:
-            return meta.value
-    dataset_id = latest_version_id(workspace.workspace())
-    if dataset_id is None:
-        raise dg.Failure("no dataset version yet: materialize dataset_version first")
-    return dataset_id
-
-
 def _export_asset(name: str, fn, fmt: str):
     @dg.asset(name=name, group_name=GROUP, kinds={"parquet" if fmt == "hf" else "json"}, code_version="1",
-              deps=[dataset_version], owners=["team:data-eng"],
-              description=f"Export ({fmt}) of the current dataset version with its dataset card.")
-    def _asset(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.MaterializeResult:
-        dataset_id = current_dataset_id(context, workspace)
+              ins={"dataset_version": dg.AssetIn()}, owners=["team:data-eng"],
+              description=f"Export ({fmt}) of the dataset version built upstream, with its dataset card.")
+    def _asset(dataset_version: str, workspace: WorkspaceResource) -> dg.MaterializeResult:
+        dataset_id = dataset_version
         path = fn(workspace.workspace(), dataset_id)
         files = sorted(p.name for p in path.iterdir())
         return dg.MaterializeResult(metadata={"dataset_id": dataset_id, "path": dg.MetadataValue.path(str(path)),
@@ -114,33 +103,32 @@ def _result(passed: bool, details: dict, severity=dg.AssetCheckSeverity.ERROR) -
 
 @dg.asset_check(asset=dataset_version, blocking=True, description="No source image, edited image or GRPO "
                 "group appears in two splits.")
-def no_split_leakage(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    return _result(*check_no_leakage(workspace.workspace(), current_dataset_id(context, workspace)))
+def no_split_leakage(dataset_version: str, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_no_leakage(workspace.workspace(), dataset_version))
 
 
 @dg.asset_check(asset=dataset_version, blocking=True, description="No test sample's source photo is a "
                 "near-duplicate (flip, 90-degree turn, crop, resize, re-encode) of a training source.")
-def no_near_duplicate_sources(context: dg.AssetCheckExecutionContext,
-                              workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    return _result(*check_no_near_duplicate_sources(workspace.workspace(), current_dataset_id(context, workspace)))
+def no_near_duplicate_sources(dataset_version: str, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_no_near_duplicate_sources(workspace.workspace(), dataset_version))
 
 
 @dg.asset_check(asset=dataset_version, blocking=True, description="Every row has image scores and regions; "
                 "every region has a score.")
-def labels_complete(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    return _result(*check_labels_complete(workspace.workspace(), current_dataset_id(context, workspace)))
+def labels_complete(dataset_version: str, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_labels_complete(workspace.workspace(), dataset_version))
 
 
 @dg.asset_check(asset=dataset_version, blocking=True, description="Every region mask decodes, fits its box "
                 "and matches its area.")
-def region_masks_decode(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    return _result(*check_masks_decode(workspace.workspace(), current_dataset_id(context, workspace)))
+def region_masks_decode(dataset_version: str, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_masks_decode(workspace.workspace(), dataset_version))
 
 
 @dg.asset_check(asset=dataset_version, blocking=False, description="Krippendorff's alpha of every dimension "
                 "is at least the configured floor (alpha_floor).")
-def agreement_above_floor(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    return _result(*check_agreement_floor(workspace.workspace(), current_dataset_id(context, workspace)),
+def agreement_above_floor(dataset_version: str, workspace: WorkspaceResource) -> dg.AssetCheckResult:
+    return _result(*check_agreement_floor(workspace.workspace(), dataset_version),
                    severity=dg.AssetCheckSeverity.WARN)
 
 

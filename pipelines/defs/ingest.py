@@ -14,6 +14,7 @@ from pydantic import Field
 from pipelines.configs import dagster_config, from_dagster
 from pipelines.partitions import BATCHES
 from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from warehouse.batches import batch_ids, batches_without_valid_samples
 from warehouse.ingest import IngestConfig, ingest_batch, register_batch
 from warehouse.sources import PRESETS, SourceOptions, is_hf_disk
 from warehouse.workspace import Workspace
@@ -60,9 +61,7 @@ def editing_samples(context: dg.AssetExecutionContext, config: IngestRunConfig,
 
 @dg.asset_check(asset=editing_samples, blocking=True, description="At least one valid sample in the batch.")
 def batch_not_all_quarantined(context: dg.AssetCheckExecutionContext, workspace: WorkspaceResource) -> dg.AssetCheckResult:
-    wh = workspace.warehouse()
-    rows = wh.query("SELECT batch_id, n_rows, n_ingested + n_duplicates, n_quarantined FROM batches")
-    bad = [r[0] for r in rows if r[1] > 0 and r[2] == 0]
+    bad = batches_without_valid_samples(workspace.warehouse())
     return dg.AssetCheckResult(passed=not bad, metadata={"batches_without_valid_samples": dg.MetadataValue.json(bad)})
 
 
@@ -86,7 +85,7 @@ def discover_batches(ws: Workspace) -> list[str]:
         except ValueError:
             continue  # unreadable input: editing_samples reports it if it is ever requested
     from warehouse.db import Warehouse
-    return [r[0] for r in Warehouse.open(ws).query("SELECT batch_id FROM batches ORDER BY created_at")]
+    return batch_ids(Warehouse.open(ws))
 
 
 def _sidecar_options(path) -> SourceOptions | None:

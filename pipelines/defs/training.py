@@ -1,7 +1,8 @@
-"""Dagster assets for SFReward training: `sfreward_model` (trainer launched through Dagster
-Pipes, metrics streamed back, model registered as `candidate`), `model_evaluation` (test
-split, candidate and production), a blocking promotion-gate check, and `production_model`
-(promotes the candidate once the gate passes). Thin layer over sfreward.train.api."""
+"""Dagster assets for SFReward training: `sfreward_model` (`sfreward.train.train_and_register`
+with a runner that launches the trainer through Dagster Pipes, metrics streamed back, model
+registered as `candidate`), `model_evaluation` (test split, candidate and production), a
+blocking promotion-gate check, and `production_model` (promotes the candidate once the gate
+passes). Thin layer over sfreward.train.api."""
 
 import dagster as dg
 
@@ -11,7 +12,7 @@ GROUP = "training"
 
 
 class TrainingRunConfig(dg.Config):
-    dataset_id: str = ""              # empty: the most recent export under <home>/datasets
+    dataset_id: str = ""              # empty: the current dataset with an hf export (warehouse.datasets)
     preset: str = ""                  # model preset (tiny, demo, base, large), as `sfr train --preset`
     config_file: str = ""             # YAML with TrainConfig fields
     overrides: list[str] = []         # key=value, as `sfr train --set`
@@ -19,8 +20,24 @@ class TrainingRunConfig(dg.Config):
     retrain: bool = False             # train even if this dataset + config was trained before
 
 
-def _meta_value(v):
-    return getattr(v, "value", v)
+class PipesTrainer:
+    """A `train_and_register` runner (sfreward.train.api.Runner) that launches the trainer,
+    `python -m sfreward.train` (torchrun when nproc > 1), through Dagster Pipes: the trainer
+    streams its progress to the run's log and reports its final metrics as materialization
+    metadata (kept in `reported`); the model itself is read back from the run directory."""
+
+    def __init__(self, context: dg.AssetExecutionContext, env: dict[str, str], nproc: int = 1):
+        self.context, self.env, self.nproc = context, env, nproc
+        self.reported: dict | None = None      # None: the trainer did not run (a reused model)
+
+    def __call__(self, cfg):
+        from sfreward.train.api import read_run, trainer_command
+
+        invocation = dg.PipesSubprocessClient().run(context=self.context, command=trainer_command(cfg, self.nproc),
+                                                    env=self.env)
+        mats = [r for r in invocation.get_results() if isinstance(r, dg.MaterializeResult)]
+        self.reported = {k: getattr(v, "value", v) for k, v in (mats[-1].metadata or {}).items()} if mats else {}
+        return read_run(cfg)
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, code_version="1",
@@ -29,31 +46,21 @@ def _meta_value(v):
 def sfreward_model(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    workspace: WorkspaceResource) -> dg.MaterializeResult:
     from sfreward import registry
-    from sfreward.train import load_config
-    from sfreward.train.api import find_trained, latest_dataset, prepare_config, read_run, trainer_command
+    from sfreward.train import load_config, train_and_register
+    from warehouse.datasets import current_dataset_id
 
     ws = workspace.workspace()
-    dataset_id = config.dataset_id or latest_dataset(ws)
-    cfg, parent = prepare_config(ws, dataset_id, load_config(config.config_file or None, list(config.overrides),
-                                                         preset=config.preset or None))
-    existing = None if config.retrain else find_trained(ws, dataset_id, cfg)
-    if existing is not None:  # a rerun reuses the model instead of training it again
-        registry.set_alias(ws, "candidate", existing)
-        context.log.info(f"reusing {existing}: already trained on {dataset_id} with this config")
-        return dg.MaterializeResult(metadata={"model_id": existing, "dataset_id": dataset_id, "reused": True},
-                                    data_version=dg.DataVersion(existing))
-    client = dg.PipesSubprocessClient()
-    # The trainer reports its metrics through Pipes; the model itself goes to the run dir.
-    invocation = client.run(context=context, command=trainer_command(cfg, config.nproc),
-                            env={"SFR_HOME": str(ws.home)})
-    reported = {}
-    mats = [r for r in invocation.get_results() if isinstance(r, dg.MaterializeResult)]
-    if mats:
-        reported = {k: _meta_value(v) for k, v in (mats[-1].metadata or {}).items()}
-    model_dir, metrics = read_run(cfg)
-    model_id = registry.register_model(ws, model_dir, dataset_id, train_config=cfg.to_dict(),
-                                       metrics=metrics, parent_model_id=parent)
+    dataset_id = config.dataset_id or current_dataset_id(ws, export="hf")
+    cfg = load_config(config.config_file or None, list(config.overrides), preset=config.preset or None)
+    trainer = PipesTrainer(context, env={"SFR_HOME": str(ws.home)}, nproc=config.nproc)
+    # Evaluation is the downstream `model_evaluation` asset's job, hence eval_split="".
+    model_id = train_and_register(ws, dataset_id, cfg, runner=trainer, eval_split="", reuse=not config.retrain)
+    if trainer.reported is None:  # a rerun reuses the model instead of training it again
+        return dg.MaterializeResult(metadata={"model_id": model_id, "dataset_id": dataset_id, "reused": True},
+                                    data_version=dg.DataVersion(model_id))
     context.log.info(f"registered {model_id} (candidate) trained on {dataset_id}")
+    reported = trainer.reported
+    parent = registry.get_model(ws, model_id)["parent_model_id"]
     numeric = {k: float(v) for k, v in reported.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return dg.MaterializeResult(
         metadata={"model_id": model_id, "dataset_id": dataset_id, "parent_model_id": parent or "",

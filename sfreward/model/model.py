@@ -35,7 +35,7 @@ from sfreward.model.config import SFRewardConfig
 from sfreward.model.pretrained import CheckpointError, sha256_file  # noqa: F401 (re-exported)
 from sfreward.model.text import TOKENIZER_DIR, TransformerTextEncoder
 
-from warehouse.scale import REWARD_MAX as SCALE  # noqa: E402  (the one label scale)
+from warehouse.scale import REWARD_MAX  # noqa: E402  (the one label scale)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "model_card.json"
@@ -320,12 +320,12 @@ class SFRewardModel(nn.Module):
             if was_training:
                 self.train(True)
         return {
-            "success": out["success_mu"] * SCALE, "preserve": out["preserve_mu"] * SCALE,
-            "success_std": torch.exp(0.5 * out["success_logvar"]) * SCALE,
-            "preserve_std": torch.exp(0.5 * out["preserve_logvar"]) * SCALE,
+            "success": out["success_mu"] * REWARD_MAX, "preserve": out["preserve_mu"] * REWARD_MAX,
+            "success_std": torch.exp(0.5 * out["success_logvar"]) * REWARD_MAX,
+            "preserve_std": torch.exp(0.5 * out["preserve_logvar"]) * REWARD_MAX,
             "region_image": index, "region_weight": out["region_weight"],
-            "naturalness": out["naturalness"] * SCALE, "artifacts": out["artifacts"] * SCALE,
-            "overall": out["overall"] * SCALE, "background": out["background"] * SCALE,
+            "naturalness": out["naturalness"] * REWARD_MAX, "artifacts": out["artifacts"] * REWARD_MAX,
+            "overall": out["overall"] * REWARD_MAX, "background": out["background"] * REWARD_MAX,
         }
 
     # -- training helpers --------------------------------------------------------------

@@ -36,7 +36,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -134,13 +134,7 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
     batcher: DynamicBatcher = DynamicBatcher(ModelPool.score_batch, config.batch)
     budget = DecodeBudget(config.decode_budget_bytes)
     state = {"inflight": 0}
-    token = config.token.encode()
-    watch_proposer(pool, config.proposer_config, config.propose_regions, pool.default_version)
-    if pool.on_reload is None:
-        def reloaded(old: str, new: str) -> None:
-            metrics.observe_reload()
-            watch_proposer(pool, config.proposer_config, config.propose_regions, new)
-        pool.on_reload = reloaded
+    _watch_models(pool, config, metrics)
     metrics.gauge("sfr_models_loaded", "Model versions held in memory.", lambda: len(pool.loaded_versions()))
     metrics.gauge("sfr_queue_items", "Rollouts waiting for the model.", lambda: batcher.pending)
     metrics.gauge("sfr_requests_inflight", "Score requests being parsed or scored.", lambda: state["inflight"])
@@ -148,6 +142,30 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
     def current() -> str:
         return pool.default_version
 
+    app = FastAPI(title="SFReward reward server", version=API_VERSION, lifespan=_lifespan(batcher, capture),
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher, app.state.capture, app.state.scorer = batcher, capture, pool.default
+    app.state.budget, app.state.pool, app.state.metrics = budget, pool, metrics
+    app.add_middleware(EdgeMiddleware, max_bytes=config.max_request_bytes, version=current, metrics=metrics)
+    _add_error_handlers(app, config, current)
+    _add_info_routes(app, pool, batcher, budget, config, metrics, state, current)
+    _add_score_route(app, pool, batcher, budget, config, metrics, state, capture)
+    return app
+
+
+def _watch_models(pool: ModelPool, config: ServerConfig, metrics: Metrics) -> None:
+    """Follow the proposer of the default model, and again after every reload (counted)."""
+    watch_proposer(pool, config.proposer_config, config.propose_regions, pool.default_version)
+    if pool.on_reload is None:
+        def reloaded(old: str, new: str) -> None:
+            metrics.observe_reload()
+            watch_proposer(pool, config.proposer_config, config.propose_regions, new)
+        pool.on_reload = reloaded
+
+
+def _lifespan(batcher: DynamicBatcher, capture: RolloutCapture | None):
+    """The app's lifespan: the batcher runs while the app does; captured rollouts are flushed
+    at shutdown."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
@@ -157,14 +175,11 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
             await batcher.stop()
             if capture is not None:
                 await asyncio.to_thread(capture.flush)
+    return lifespan
 
-    app = FastAPI(title="SFReward reward server", version=API_VERSION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher, app.state.capture, app.state.scorer = batcher, capture, pool.default
-    app.state.budget, app.state.pool, app.state.metrics = budget, pool, metrics
 
-    app.add_middleware(EdgeMiddleware, max_bytes=config.max_request_bytes, version=current, metrics=metrics)
-
+def _add_error_handlers(app: FastAPI, config: ServerConfig, current: Callable[[], str]) -> None:
+    """Every error is the JSON body {"error": {status, message}, "model_version"}."""
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, e: HTTPError):
         return _error(e.status, e.message, current(), e.headers)
@@ -192,6 +207,10 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
     async def _bad_method(request: Request, e: Exception):
         return _error(405, f"method {request.method} not allowed on {request.url.path}", current())
 
+
+def _add_info_routes(app: FastAPI, pool: ModelPool, batcher: DynamicBatcher, budget: DecodeBudget,
+                     config: ServerConfig, metrics: Metrics, state: dict, current: Callable[[], str]) -> None:
+    """GET /health, /version and /metrics (no token: they reveal no inputs or scores)."""
     @app.get("/health")
     async def health():
         st = batcher.stats
@@ -215,6 +234,13 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
     async def prometheus_metrics():
         # No token: counts and durations only, like /health (docs/serving.md, "Metrics").
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _add_score_route(app: FastAPI, pool: ModelPool, batcher: DynamicBatcher, budget: DecodeBudget,
+                     config: ServerConfig, metrics: Metrics, state: dict, capture: RolloutCapture | None) -> None:
+    """POST /v1/score_group (bearer token): parse, admit against the decode budget, score through
+    the batcher, answer, then offer the group to the rollout capture."""
+    token = config.token.encode()
 
     def check_auth(request: Request) -> None:
         auth = request.headers.get("authorization", "")
@@ -261,8 +287,6 @@ def create_app(scorer: Scorer | ModelPool, config: ServerConfig, capture: Rollou
             return Response(body, media_type="application/json", headers={"X-Model-Version": version})
         finally:
             state["inflight"] -= 1
-
-    return app
 
 
 def _offer(capture: RolloutCapture, source: bytes, edits: list[bytes], results: list[ItemScore],

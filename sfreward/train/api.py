@@ -11,22 +11,14 @@ from typing import Callable
 
 from sfreward import registry
 from sfreward.train.config import TrainConfig
-from warehouse.db import Warehouse
+from warehouse.datasets import open_version
 from warehouse.workspace import Workspace
 
 log = logging.getLogger(__name__)
 # A runner trains per config and returns (model directory, metrics); the default runs the
-# trainer in this process, Dagster passes one that launches it through Pipes.
+# trainer in this process, the `sfreward_model` Dagster asset passes one that launches
+# `python -m sfreward.train` through Dagster Pipes (pipelines.defs.training.PipesTrainer).
 Runner = Callable[[TrainConfig], tuple[Path, dict]]
-
-
-def dataset_dir(ws: Workspace, dataset_id: str) -> Path:
-    d = ws.datasets / dataset_id
-    if not (d / "hf").is_dir():
-        known = sorted(p.name for p in ws.datasets.iterdir() if (p / "hf").is_dir()) if ws.datasets.is_dir() else []
-        raise FileNotFoundError(f"dataset {dataset_id!r} has no export at {d / 'hf'} "
-                                f"(exported datasets: {known or 'none'})")
-    return d
 
 
 def in_process_runner(cfg: TrainConfig) -> tuple[Path, dict]:
@@ -49,13 +41,13 @@ def prepare_config(ws: Workspace, dataset_id: str, cfg: TrainConfig) -> tuple[Tr
     if out_dir == TrainConfig().out_dir:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
         out_dir = str(ws.models / "_runs" / f"{dataset_id}-{stamp}")
-    return replace(cfg, data_dir=str(dataset_dir(ws, dataset_id)), out_dir=out_dir, init_from=init_from), parent
+    return replace(cfg, data_dir=str(open_version(ws, dataset_id)), out_dir=out_dir, init_from=init_from), parent
 
 
 def evaluate_and_record(ws: Workspace, ref: str, dataset_id: str, split: str = "test") -> dict:
     from sfreward.evaluate import evaluate
     model_id = registry.resolve(ws, ref)
-    metrics = evaluate(registry.load_model(ws, model_id), dataset_dir(ws, dataset_id), split)
+    metrics = evaluate(registry.load_model(ws, model_id), open_version(ws, dataset_id), split)
     registry.record_evaluation(ws, model_id, dataset_id, split, metrics)
     return metrics
 
@@ -70,10 +62,16 @@ def ensure_production_evaluated(ws: Workspace, dataset_id: str, split: str = "te
 
 
 def train_and_register(ws: Workspace, dataset_id: str, cfg: TrainConfig,
-                       runner: Runner | None = None, eval_split: str = "test") -> str:
+                       runner: Runner | None = None, eval_split: str = "test", reuse: bool = False) -> str:
     """Train on `dataset_id`, register the model as `candidate`, evaluate it on `eval_split`
-    (and production too, so the promotion gate can compare). Returns the new model id."""
+    (and production too, so the promotion gate can compare; '' skips evaluation). Returns the
+    new model id. With `reuse`, a model already trained on this dataset with the same settings
+    by the same code (find_trained) becomes `candidate` instead, without training."""
     cfg, parent = prepare_config(ws, dataset_id, cfg)
+    if reuse and (existing := find_trained(ws, dataset_id, cfg)) is not None:
+        registry.set_alias(ws, "candidate", existing)
+        log.info("reusing %s: already trained on %s with this config", existing, dataset_id)
+        return existing
     model_dir, metrics = (runner or in_process_runner)(cfg)
     model_id = registry.register_model(ws, model_dir, dataset_id, train_config=cfg.to_dict(),
                                        metrics=metrics, parent_model_id=parent)
@@ -126,25 +124,11 @@ def subprocess_runner(nproc: int = 1) -> Runner:
     return run
 
 
-def latest_dataset(ws: Workspace) -> str:
-    """The most recently exported dataset id (a directory under <home>/datasets with hf/train)."""
-    cands = [p for p in ws.datasets.iterdir() if (p / "hf" / "train-00000-of-00001.parquet").is_file()] \
-        if ws.datasets.is_dir() else []
-    if not cands:
-        raise FileNotFoundError(f"no exported dataset under {ws.datasets}; export one first (sfr dataset export)")
-    return max(cands, key=lambda p: (p / "hf" / "train-00000-of-00001.parquet").stat().st_mtime).name
-
-
 def find_trained(ws: Workspace, dataset_id: str, cfg: TrainConfig) -> str | None:
     """The newest registered model trained on `dataset_id` with the same settings (run folder
     aside) by the same code, so reruns of a pipeline reuse it instead of training again."""
     want = {k: v for k, v in cfg.to_dict().items() if k != "out_dir"}
-    code = registry.code_version()
-    rows = Warehouse.open(ws).query(
-        "SELECT model_id, train_config FROM models WHERE dataset_id = ? AND code_version = ? "
-        "ORDER BY created_at DESC", [dataset_id, code])
-    for model_id, stored in rows:
-        have = {k: v for k, v in json.loads(stored or "{}").items() if k != "out_dir"}
-        if have == want:
+    for model_id, stored in registry.trained_on(ws, dataset_id, registry.code_version()):
+        if {k: v for k, v in stored.items() if k != "out_dir"} == want:
             return model_id
     return None

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from warehouse.scale import REWARD_MAX as SCALE
+from warehouse.scale import REWARD_MAX
 
 
 def world() -> int:
@@ -49,7 +49,7 @@ def gaussian_nll_sum(mu: torch.Tensor, logvar: torch.Tensor, target: torch.Tenso
     """Beta-NLL (Seitzer et al. 2022) summed over valid targets. mu, logvar, target: [R]
     (target on 0..25, NaN = missing). Returns (sum, count)."""
     valid = ~torch.isnan(target)
-    t = torch.nan_to_num(target / SCALE)
+    t = torch.nan_to_num(target / REWARD_MAX)
     nll = 0.5 * (logvar + (t - mu) ** 2 * torch.exp(-logvar))
     if beta > 0:
         nll = nll * torch.exp(logvar).detach() ** beta
@@ -58,7 +58,7 @@ def gaussian_nll_sum(mu: torch.Tensor, logvar: torch.Tensor, target: torch.Tenso
 
 def mse_sum(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     valid = ~torch.isnan(target)
-    t = torch.nan_to_num(target / SCALE)
+    t = torch.nan_to_num(target / REWARD_MAX)
     return (((pred - t) ** 2) * valid).sum(), valid.sum()
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from sfreward.model import SFRewardConfig, SFRewardModel
 from sfreward.train import losses
 from sfreward.train.config import TrainConfig
-from sfreward.train.data import RegionDataset, collate
+from sfreward.data import RegionDataset, collate
 
 log = logging.getLogger(__name__)
 

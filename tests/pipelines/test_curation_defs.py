@@ -71,3 +71,23 @@ def test_planted_leak_fails_check(curation_ws, annotated_warehouse):
     res = dg.materialize([dataset_version, no_split_leakage], resources=resources, instance=instance,
                          selection=dg.AssetSelection.checks(no_split_leakage), raise_on_error=False)
     assert _checks(res) == {"no_split_leakage": False}
+
+
+def test_a_later_run_exports_the_version_handed_along_the_graph(curation_ws, annotated_warehouse, hf_cache):
+    """The dataset id is `dataset_version`'s output value, kept by the code location's io_manager
+    in the workspace: a later run (another instance, like another run pod) exports that version,
+    even when a newer version has been recorded since."""
+    resources = {"workspace": WorkspaceResource(home=str(curation_ws.home)),
+                 "io_manager": dg.FilesystemIOManager(base_dir=str(curation_ws.dagster_home / "storage"))}
+    res = dg.materialize([aggregated_labels, agreement_report, dataset_version], resources=resources,
+                         run_config=RUN_CONFIG, instance=dg.DagsterInstance.ephemeral())
+    built = res.asset_materializations_for_node("dataset_version")[0].metadata["dataset_id"].value
+    with Warehouse.open(curation_ws).write() as con:   # a newer version, built outside this graph
+        con.execute("INSERT INTO dataset_versions (dataset_id, name, config, config_hash, rows_hash, n_rows, "
+                    "n_regions, split_counts, exclusion_counts, agreement, created_at) VALUES ('sfr-newer', 'x', "
+                    "'{}', 'c', 'r', 0, 0, '{}', '{}', '{}', current_timestamp + INTERVAL 1 DAY)")
+    res = dg.materialize([dataset_version, dataset_export_hf], resources=resources,
+                         selection=[dataset_export_hf.key], instance=dg.DagsterInstance.ephemeral())
+    assert res.asset_materializations_for_node("dataset_export_hf")[0].metadata["dataset_id"].value == built
+    assert (curation_ws.datasets / built / "hf" / "train-00000-of-00001.parquet").is_file()
+    assert not (curation_ws.datasets / "sfr-newer").exists()

@@ -76,7 +76,7 @@ def test_region_metrics_follow_their_definitions():
 def test_trained_model_beats_a_constant_predictor(sfreward_dataset, sfreward_trained_model):
     """On real photos (the synthetic export), the briefly trained model ranks regions and finds
     the bad one better than predicting the training mean everywhere."""
-    from sfreward.train.data import RegionDataset
+    from sfreward.data import RegionDataset
     model = SFRewardModel.from_pretrained(sfreward_trained_model)
     ds = RegionDataset(sfreward_dataset, "test", model.config.image_size, "region", preload=False)
     p = ev._predict_all(model, ds, 16)

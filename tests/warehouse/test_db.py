@@ -69,3 +69,20 @@ def test_concurrent_writer_processes_lose_nothing(workspace):
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errs
     wh = Warehouse.open(workspace)
     assert wh.query("SELECT count(*) FROM groups") == [(160,)]
+
+
+def test_insert_rows_is_one_bulk_insert_with_an_optional_conflict_clause(tmp_path):
+    from warehouse.db import Warehouse, insert_rows
+    from warehouse.workspace import Workspace
+
+    wh = Warehouse.open(Workspace.open(tmp_path / "home"))
+    with wh.write() as con:
+        insert_rows(con, "annotators", ["annotator_id", "email", "is_simulated"], [])   # nothing to do
+        insert_rows(con, "annotators", ["annotator_id", "email", "is_simulated"],
+                    [("a1", "a1@example.org", False), ("a2", None, True)])
+        insert_rows(con, "annotators", ["annotator_id", "email", "is_simulated"],
+                    [("a1", "changed@example.org", True), ("a3", "a3@example.org", False)], "ON CONFLICT DO NOTHING")
+    assert wh.query("SELECT annotator_id, email, is_simulated FROM annotators ORDER BY 1") == [
+        ("a1", "a1@example.org", False), ("a2", None, True), ("a3", "a3@example.org", False)]
+    with pytest.raises(Exception, match="(?i)constraint|duplicate"), wh.write() as con:
+        insert_rows(con, "annotators", ["annotator_id", "email", "is_simulated"], [("a2", None, False)])

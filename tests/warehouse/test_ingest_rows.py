@@ -165,3 +165,27 @@ def test_one_decompression_bomb_guard_for_ingest_and_the_server(tmp_path):
         "big: declared size 4000x3000 = 12,000,000 pixels exceeds the limit of 10,000,000 "
         "(possible decompression bomb); resize it or raise max_pixels")
     assert os.path.getsize(tmp_path / "big.png") < 100_000
+
+
+def test_the_same_pixel_limit_for_npy_arrays_and_provided_mask_images(tmp_path):
+    """A .npy upload (its shape is its header) and a mask image given with a dataset are
+    refused by the same rule and message as an encoded image (warehouse.images)."""
+    import io
+
+    import numpy as np
+
+    from sfreward.inputs import InvalidInput, decode_image
+    from warehouse.images import DEFAULT_MAX_PIXELS
+    from warehouse.sources import decode_mask
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((300, 400, 3), np.uint8), allow_pickle=False)
+    with pytest.raises(InvalidInput) as npy:
+        decode_image(buf.getvalue(), "edits[0]", max_pixels=100_000)
+    assert str(npy.value) == ("edits[0]: declared size 400x300 = 120,000 pixels exceeds the limit of 100,000 "
+                              "(possible decompression bomb); resize it or raise max_pixels")
+    Image.new("L", (400, 300)).save(tmp_path / "mask.png")
+    with pytest.raises(ValueError, match="mask column 'm': declared size 400x300 = 120,000 pixels exceeds"):
+        decode_mask({"bytes": (tmp_path / "mask.png").read_bytes()}, "m", tmp_path, 100_000)
+    mask, origin = decode_mask({"bytes": (tmp_path / "mask.png").read_bytes()}, "m", tmp_path, DEFAULT_MAX_PIXELS)
+    assert mask.shape == (300, 400) and origin == "image" and not mask.any()

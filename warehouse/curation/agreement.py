@@ -238,6 +238,20 @@ def record_agreement(con: duckdb.DuckDBPyConnection, report: AgreementReport) ->
          for a in report.annotators])
 
 
+def alpha_table(wh, report_id: str) -> list[tuple]:
+    """(dimension, alpha, n_units, n_ratings) over all annotations of a recorded report."""
+    return wh.query("SELECT dimension, alpha, n_units, n_ratings FROM agreement_reports "
+                    "WHERE report_id = ? AND scope = 'all' ORDER BY dimension", [report_id])
+
+
+def annotator_quality_table(wh, report_id: str) -> list[tuple]:
+    """(annotator_id, is_simulated, n_ratings, mae_vs_others, within1_others, flagged,
+    flag_reason) of a recorded report, best agreement (lowest MAE, in stars) first."""
+    return wh.query("SELECT q.annotator_id, a.is_simulated, q.n_ratings, q.mae_vs_others, q.within1_others, "
+                    "q.flagged, q.flag_reason FROM annotator_quality q LEFT JOIN annotators a "
+                    "USING (annotator_id) WHERE report_id = ? ORDER BY q.mae_vs_others", [report_id])
+
+
 def report_to_dict(report: AgreementReport) -> dict:
     return asdict(report)
 

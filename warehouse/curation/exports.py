@@ -1,5 +1,6 @@
 """Exports of a dataset version, each with a dataset card (README.md):
 
+Paths come from the dataset contract (warehouse.datasets), which readers use too.
 (a) `export_hf`: Hugging Face `datasets` parquet shards exactly per docs/architecture.md
     ("Dataset export"): <home>/datasets/<id>/hf/{split}-00000-of-00001.parquet, written with
     the HF features in the schema metadata so `datasets.load_dataset("parquet", ...)` restores
@@ -35,6 +36,7 @@ import pyarrow.parquet as pq
 
 from warehouse.curation.config import SPLITS
 from warehouse.curation.dataset import DatasetVersion, get_version
+from warehouse.datasets import export_dir, split_file_name, version_dir
 from warehouse.db import Warehouse
 from warehouse.imagestore import LocalImageStore
 from warehouse.workspace import Workspace
@@ -140,14 +142,14 @@ def export_hf(ws: Workspace, dataset_id: str) -> Path:
     """Write the parquet shards and card; returns <home>/datasets/<id>/hf."""
     wh = Warehouse.open(ws)
     version = get_version(wh, dataset_id)
-    out = _fresh_dir(ws.datasets / dataset_id / "hf")
+    out = _fresh_dir(export_dir(ws, dataset_id, "hf"))
     store = LocalImageStore(ws)
     schema = hf_features().arrow_schema
     n_files = 0
     for split in SPLITS:
         if not version.split_counts.get(split):
             continue
-        path = out / f"{split}-00000-of-00001.parquet"
+        path = out / split_file_name("hf", split)
         with pq.ParquetWriter(path, schema) as writer:
             for chunk in iter_samples(wh, dataset_id, split):
                 records = [{
@@ -206,8 +208,8 @@ def reward_record(r: dict, source: str, edited: str, with_masks: bool = True) ->
 def _export_jsonl(ws: Workspace, dataset_id: str, fmt: str, make) -> Path:
     wh = Warehouse.open(ws)
     version = get_version(wh, dataset_id)
-    base = ws.datasets / dataset_id
-    out = _fresh_dir(base / fmt)
+    base = version_dir(ws, dataset_id)
+    out = _fresh_dir(export_dir(ws, dataset_id, fmt))
     images = base / "images"
     images.mkdir(exist_ok=True)
     store = LocalImageStore(ws)
@@ -215,7 +217,7 @@ def _export_jsonl(ws: Workspace, dataset_id: str, fmt: str, make) -> Path:
     for split in SPLITS:
         if not version.split_counts.get(split):
             continue
-        with open(out / f"{split}.jsonl", "w") as f:
+        with open(out / split_file_name(fmt, split), "w") as f:
             for chunk in iter_samples(wh, dataset_id, split):
                 for r in chunk:
                     src = "../" + _copy_image(store, images, r["source_sha256"])

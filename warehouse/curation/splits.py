@@ -55,6 +55,26 @@ def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dic
     'perceptual' linking, `source_hashes` must be filled first (nearsource.ensure_source_hashes)."""
     config = resolve_linking(con, config)
     scheme = config.split_scheme()
+    _key_tables(con, config, scheme)
+    samples, nodes, si, ni = _read_key_graph(con)
+    n_s = len(samples["sample_id"])
+    if n_s == 0:
+        con.execute("CREATE OR REPLACE TEMP TABLE sample_split (sample_id TEXT, split TEXT)")
+        return {s: 0 for s in SPLITS}
+    node_bits = np.asarray(nodes["bits"], dtype=np.int64)
+    split, comp = _inherit_splits(si, ni, node_bits, n_s)
+    _allocate_new_components(split, comp, si, ni, np.asarray(samples["category"], dtype=object),
+                             np.asarray(nodes["k"], dtype=object), config)
+    ids = np.asarray(samples["sample_id"], dtype=object)
+    _record_splits(con, ids, split, scheme)
+    ok = split >= 0
+    return {s: int((split == i).sum()) for i, s in enumerate(SPLITS)} | {"conflict": int((~ok).sum())}
+
+
+def _key_tables(con: duckdb.DuckDBPyConnection, config: CurationConfig, scheme: str) -> None:
+    """Temp tables `sk(si, key_kind, key)`: every key (image sha256, group id, and near-duplicate
+    sources under the perceptual linking) of every sample, samples numbered by sample_id; and
+    `sk_nodes(ni, key_kind, key, split)`: the distinct keys with their recorded split, if any."""
     near = ""
     if config.split_linking == "perceptual":
         link_table(con, config.source_hamming)
@@ -73,18 +93,24 @@ def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dic
         FROM (SELECT DISTINCT key_kind, key FROM sk) n
         LEFT JOIN split_assignments a ON a.scheme = ? AND a.key_kind = n.key_kind AND a.key = n.key
     """, [scheme])
+
+
+def _read_key_graph(con: duckdb.DuckDBPyConnection) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """(samples {sample_id, category}, nodes {ni, k = 'kind:key', bits = 1 << split index or 0},
+    edge arrays si [E], ni [E]: sample si has key ni)."""
     samples = con.execute("SELECT sample_id, coalesce(category, '') AS category FROM samples ORDER BY sample_id").fetchnumpy()
     edges = con.execute("SELECT sk.si, n.ni FROM sk JOIN sk_nodes n USING (key_kind, key)").fetchnumpy()
     bits_sql = " ".join(f"WHEN '{s}' THEN {1 << i}" for i, s in enumerate(SPLITS))
     nodes = con.execute(f"SELECT ni, key_kind || ':' || key AS k, CASE split {bits_sql} ELSE 0 END AS bits "
                         "FROM sk_nodes ORDER BY ni").fetchnumpy()
-    n_s, n_n = len(samples["sample_id"]), len(nodes["ni"])
-    if n_s == 0:
-        con.execute("CREATE OR REPLACE TEMP TABLE sample_split (sample_id TEXT, split TEXT)")
-        return {s: 0 for s in SPLITS}
-    si, ni = np.asarray(edges["si"], dtype=np.int64), np.asarray(edges["ni"], dtype=np.int64)
-    node_bits = np.asarray(nodes["bits"], dtype=np.int64)
+    return (samples, nodes, np.asarray(edges["si"], dtype=np.int64), np.asarray(edges["ni"], dtype=np.int64))
 
+
+def _inherit_splits(si: np.ndarray, ni: np.ndarray, node_bits: np.ndarray, n_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the split index its component inherits from assigned keys, -1 for a new
+    component, -2 for a conflict; and its component label. Components are connected
+    components of the sample-key graph."""
+    n_n = len(node_bits)
     graph = coo_matrix((np.ones(len(si)), (si, n_s + ni)), shape=(n_s + n_n, n_s + n_n))
     _, labels = connected_components(graph, directed=False)
     comp = labels[:n_s].copy()
@@ -97,76 +123,88 @@ def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dic
         split[comp_bits[comp] == (1 << i)] = i
     mixed = np.flatnonzero(n_set[comp] > 1)
     if len(mixed):
-        # New keys join samples of different splits. Add those samples one at a time in
-        # sample_id order (greedy union-find over keys, each key knowing its split); a sample
-        # that would join two splits is a conflict. Existing samples never conflict: their keys
-        # all carry the same split.
-        order = np.argsort(si, kind="stable")
-        starts = np.searchsorted(si[order], np.arange(n_s + 1))
-        parent = list(range(n_n))
-        bits = node_bits.tolist()
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        offset = labels.max() + 1
-        for s_i in mixed:
-            roots = {find(int(n)) for n in ni[order[starts[s_i]:starts[s_i + 1]]]}
-            b = 0
-            for r in roots:
-                b |= bits[r]
-            if b & (b - 1):
-                split[s_i] = -2
-                continue
-            root = min(roots)
-            for r in roots:
-                parent[r] = root
-            bits[root] = b
-        for s_i in mixed:
-            if split[s_i] == -2:
-                continue
-            root = find(int(ni[order[starts[s_i]]]))
-            b = bits[root]
-            split[s_i] = -1 if b == 0 else b.bit_length() - 1
-            comp[s_i] = offset + root                  # new components among the leftovers
+        _split_mixed_components(split, comp, si, ni, node_bits, mixed, offset=labels.max() + 1)
+    return split, comp
 
 
-    # Allocate new components, stratified by category.
+def _split_mixed_components(split: np.ndarray, comp: np.ndarray, si: np.ndarray, ni: np.ndarray,
+                            node_bits: np.ndarray, mixed: np.ndarray, offset: int) -> None:
+    """New keys join samples of different splits. Add those samples one at a time in sample_id
+    order (greedy union-find over keys, each key knowing its split); a sample that would join two
+    splits is a conflict (-2). Existing samples never conflict: their keys all carry the same
+    split. Updates `split` and `comp` (new components among the leftovers) in place."""
+    n_s = len(split)
+    order = np.argsort(si, kind="stable")
+    starts = np.searchsorted(si[order], np.arange(n_s + 1))
+    parent = list(range(len(node_bits)))
+    bits = node_bits.tolist()
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for s_i in mixed:
+        roots = {find(int(n)) for n in ni[order[starts[s_i]:starts[s_i + 1]]]}
+        b = 0
+        for r in roots:
+            b |= bits[r]
+        if b & (b - 1):
+            split[s_i] = -2
+            continue
+        root = min(roots)
+        for r in roots:
+            parent[r] = root
+        bits[root] = b
+    for s_i in mixed:
+        if split[s_i] == -2:
+            continue
+        root = find(int(ni[order[starts[s_i]]]))
+        b = bits[root]
+        split[s_i] = -1 if b == 0 else b.bit_length() - 1
+        comp[s_i] = offset + root
+
+
+def _allocate_new_components(split: np.ndarray, comp: np.ndarray, si: np.ndarray, ni: np.ndarray,
+                             cats: np.ndarray, keys: np.ndarray, config: CurationConfig) -> None:
+    """Give every new component (split -1) a split, stratified by category: in the order of
+    (category, seeded hash of its smallest key), each goes to the split furthest below its target
+    share of that category (existing assignments included). Updates `split` in place."""
     new = np.flatnonzero(split == -1)
-    if len(new):
-        cats = np.asarray(samples["category"], dtype=object)
-        keys = np.asarray(nodes["k"], dtype=object)
-        min_key: dict[int, str] = {}
-        for s_i, n_i in zip(si, ni):                   # smallest key of each new component
-            c = int(comp[s_i])
-            if split[s_i] == -1 and (c not in min_key or keys[n_i] < min_key[c]):
-                min_key[c] = keys[n_i]
-        comp_members: dict[int, list[int]] = {}
-        for s_i in new:
-            comp_members.setdefault(int(comp[s_i]), []).append(int(s_i))
-        counts: dict[str, np.ndarray] = {}
-        for s_i in np.flatnonzero(split >= 0):         # existing per-category split counts
-            counts.setdefault(cats[s_i], np.zeros(len(SPLITS)))[split[s_i]] += 1
-        frac = np.array(config.fractions)
-        order = []
-        for c, members in comp_members.items():
-            member_cats = sorted(cats[m] for m in members)
-            cat = max(set(member_cats), key=lambda x: (member_cats.count(x), -member_cats.index(x)))
-            h = hashlib.sha256(f"{config.seed}:{min_key[c]}".encode()).hexdigest()
-            order.append((cat, h, c))
-        order.sort()
-        for cat, _, c in order:
-            cnt = counts.setdefault(cat, np.zeros(len(SPLITS)))
-            size = len(comp_members[c])
-            deficit = np.where(frac > 0, frac * (cnt.sum() + size) - cnt, -np.inf)
-            j = int(np.argmax(deficit))                 # ties: train, validation, test order
-            cnt[j] += size
-            split[comp_members[c]] = j
+    if not len(new):
+        return
+    min_key: dict[int, str] = {}
+    for s_i, n_i in zip(si, ni):                   # smallest key of each new component
+        c = int(comp[s_i])
+        if split[s_i] == -1 and (c not in min_key or keys[n_i] < min_key[c]):
+            min_key[c] = keys[n_i]
+    comp_members: dict[int, list[int]] = {}
+    for s_i in new:
+        comp_members.setdefault(int(comp[s_i]), []).append(int(s_i))
+    counts: dict[str, np.ndarray] = {}
+    for s_i in np.flatnonzero(split >= 0):         # existing per-category split counts
+        counts.setdefault(cats[s_i], np.zeros(len(SPLITS)))[split[s_i]] += 1
+    frac = np.array(config.fractions)
+    order = []
+    for c, members in comp_members.items():
+        member_cats = sorted(cats[m] for m in members)
+        cat = max(set(member_cats), key=lambda x: (member_cats.count(x), -member_cats.index(x)))
+        h = hashlib.sha256(f"{config.seed}:{min_key[c]}".encode()).hexdigest()
+        order.append((cat, h, c))
+    order.sort()
+    for cat, _, c in order:
+        cnt = counts.setdefault(cat, np.zeros(len(SPLITS)))
+        size = len(comp_members[c])
+        deficit = np.where(frac > 0, frac * (cnt.sum() + size) - cnt, -np.inf)
+        j = int(np.argmax(deficit))                 # ties: train, validation, test order
+        cnt[j] += size
+        split[comp_members[c]] = j
 
-    ids = np.asarray(samples["sample_id"], dtype=object)
+
+def _record_splits(con: duckdb.DuckDBPyConnection, ids: np.ndarray, split: np.ndarray, scheme: str) -> None:
+    """Temp table `sample_split`, the new keys' assignments persisted in `split_assignments`,
+    and conflicts excluded from `cand` (recorded in `excl`) when curation tables exist."""
     ok = split >= 0
     con.register("_split_tbl", pa.table({
         "sample_id": pa.array(ids[ok].tolist(), pa.string()),
@@ -189,7 +227,6 @@ def assign_splits(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> dic
                        'would join samples already in different splits' FROM _conf
                        WHERE sample_id IN (SELECT sample_id FROM cand)""")
         con.execute("DELETE FROM cand WHERE sample_id IN (SELECT sample_id FROM _conf)")
-    return {s: int((split == i).sum()) for i, s in enumerate(SPLITS)} | {"conflict": int((~ok).sum())}
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

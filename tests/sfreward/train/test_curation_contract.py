@@ -2,6 +2,7 @@
 not only the synthetic fixture: the parquet contract between the two helpers' code."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sfreward import registry
@@ -27,3 +28,23 @@ def test_train_and_register_on_a_curation_export(tmp_path, monkeypatch):
     [ev] = rec["evaluations"]
     assert ev["split"] == "test" and ev["metrics"]["n_samples"] == v.split_counts["test"]
     assert ev["metrics"]["n_regions"] > ev["metrics"]["n_samples"]
+
+    # the dataset contract names this export the current one; a rerun with `reuse` takes the
+    # model trained with the same settings instead of training again (the runner must not run)
+    from warehouse.datasets import current_dataset_id
+
+    assert current_dataset_id(ws, export="hf") == v.dataset_id
+
+    def must_not_train(cfg):
+        raise AssertionError("reuse trained again")
+    assert train_and_register(ws, v.dataset_id, cfg, runner=must_not_train, eval_split="", reuse=True) == mid
+    changed = TrainConfig(batch_size=4, max_steps=3, warmup_steps=1, eval_split="", num_threads=1, seed=5,
+                          model={"image_size": 64})
+    ran = []
+
+    def record(cfg):
+        ran.append(cfg.seed)
+        raise RuntimeError("stop after the decision")
+    with pytest.raises(RuntimeError, match="stop after the decision"):
+        train_and_register(ws, v.dataset_id, changed, runner=record, eval_split="", reuse=True)
+    assert ran == [5]

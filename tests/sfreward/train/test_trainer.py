@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from sfreward.train import TrainConfig, apply_overrides, load_config
-from sfreward.train.data import RegionDataset, collate
+from sfreward.data import RegionDataset, collate
 from sfreward.train.trainer import batch_indices, train
 from tests.fixtures.sfreward_data import tiny_train_config
 

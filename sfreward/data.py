@@ -1,4 +1,6 @@
-"""Reading the curation export (docs/architecture.md, "Dataset export") for training.
+"""Reading the curation export (docs/architecture.md, "Dataset export") for training and
+evaluation. It sits beside `sfreward.train` and `sfreward.evaluate`, which both use it (so neither
+imports the other's package for it).
 
 A row that cannot be used (undecodable image, mask of the wrong size, no regions) is skipped
 and listed in `RegionDataset.skipped` with the reason; it never stops the run.
@@ -17,23 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from warehouse import masks as mask_codec
+from warehouse.datasets import split_path
 from sfreward.model.model import kind_ids
 
 log = logging.getLogger(__name__)
-SPLIT_FILE = "{split}-00000-of-00001.parquet"
-
-
-def split_path(data_dir: str | Path, split: str) -> Path:
-    """The parquet file of a split; `data_dir` is a dataset directory, its hf/ folder, or a
-    parquet file."""
-    p = Path(data_dir)
-    if p.suffix == ".parquet":
-        return p
-    for cand in (p / "hf" / SPLIT_FILE.format(split=split), p / SPLIT_FILE.format(split=split)):
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(f"dataset {data_dir}: no {split} split "
-                            f"(looked for hf/{SPLIT_FILE.format(split=split)})")
 
 
 def _image(cell, name: str, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
