@@ -14,7 +14,7 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     from sfreward.experiments.grpo import GRPOExperimentConfig
     d = GRPOExperimentConfig()
     g = sub.add_parser("grpo", help="GRPO of a CPU image editor with the served SFReward: region vs whole-image "
-                                    "credit (~15 min on 2 quiet cores; --quick: a minute)")
+                                    "credit (about 15-20 min on 2 quiet cores; --quick: a minute)")
     g.add_argument("--out", default=None, help="output folder (default: <home>/reports/grpo_experiment)")
     g.add_argument("--model", default="production", help="registry alias/model id, or a model directory")
     g.add_argument("--quick", action="store_true", help="tiny config for tests (numbers mean nothing)")
@@ -32,6 +32,8 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--inner-steps", type=int, default=None,
                    help=f"optimizer updates per batch of rollouts (default {d.inner_steps})")
     g.add_argument("--noise-level", type=float, default=None, help=f"SDE noise level a (default {d.noise_level})")
+    g.add_argument("--threads", type=int, default=None,
+                   help=f"torch threads (default {d.threads}; 1 on a loaded machine, where 2 threads wait on each other)")
     g.set_defaults(func=cmd_experiment_grpo)
 
 
@@ -46,7 +48,8 @@ def grpo_config_from_args(args: argparse.Namespace):
         cfg.pretrain_steps = args.pretrain_steps
     for name, field in (("lr", "lr"), ("beta", "beta"), ("max_grad_norm", "max_grad_norm"),
                         ("group_size", "group_size"), ("sampler_steps", "num_steps"), ("prompts", "n_train"),
-                        ("inner_steps", "inner_steps"), ("noise_level", "noise_level")):
+                        ("inner_steps", "inner_steps"), ("noise_level", "noise_level"),
+                        ("threads", "threads")):
         if getattr(args, name) is not None:
             setattr(cfg, field, getattr(args, name))
     if args.seeds:

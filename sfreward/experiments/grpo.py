@@ -69,7 +69,7 @@ class GRPOExperimentConfig:
             raise ValueError("seeds must not be empty")
         if self.rl_steps < 1 or self.eval_every < 1:
             raise ValueError("rl_steps and eval_every must be >= 1")
-        for name in ("n_train", "inner_steps", "num_steps"):
+        for name in ("n_train", "inner_steps", "num_steps", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.group_size < 2:
