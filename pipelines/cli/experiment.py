@@ -14,7 +14,7 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     from sfreward.experiments.grpo import GRPOExperimentConfig
     d = GRPOExperimentConfig()
     g = sub.add_parser("grpo", help="GRPO of a CPU image editor with the served SFReward: region vs whole-image "
-                                    "credit (~30 min on 2 cores; --quick: a minute)")
+                                    "credit (about 15-20 min on 2 quiet cores; --quick: a minute)")
     g.add_argument("--out", default=None, help="output folder (default: <home>/reports/grpo_experiment)")
     g.add_argument("--model", default="production", help="registry alias/model id, or a model directory")
     g.add_argument("--quick", action="store_true", help="tiny config for tests (numbers mean nothing)")
@@ -26,26 +26,49 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--beta", type=float, default=None, help=f"KL-to-reference weight (default {d.beta})")
     g.add_argument("--max-grad-norm", type=float, default=None,
                    help=f"clip the gradient norm before each update (default {d.max_grad_norm})")
+    g.add_argument("--group-size", type=int, default=None, help=f"G rollouts per prompt (default {d.group_size})")
+    g.add_argument("--sampler-steps", type=int, default=None, help=f"T SDE steps per rollout (default {d.num_steps})")
+    g.add_argument("--prompts", type=int, default=None, help=f"RL prompts, all used every step (default {d.n_train})")
+    g.add_argument("--inner-steps", type=int, default=None,
+                   help=f"optimizer updates per batch of rollouts (default {d.inner_steps})")
+    g.add_argument("--noise-level", type=float, default=None, help=f"SDE noise level a (default {d.noise_level})")
+    g.add_argument("--threads", type=int, default=None,
+                   help=f"torch threads (default {d.threads}; 1 on a loaded machine, where 2 threads wait on each other)")
     g.set_defaults(func=cmd_experiment_grpo)
 
 
-def cmd_experiment_grpo(args: argparse.Namespace) -> int:
-    from sfreward.experiments.grpo import GRPOExperimentConfig, run_grpo_experiment
-    from sfreward.experiments.grpo_server import NoProductionModel
+def grpo_config_from_args(args: argparse.Namespace):
+    """The GRPOExperimentConfig that `sfr experiment grpo`'s flags ask for (CLIError if invalid)."""
+    from sfreward.experiments.grpo import GRPOExperimentConfig
 
     cfg = GRPOExperimentConfig.quick() if args.quick else GRPOExperimentConfig()
     if args.steps is not None:
         cfg.rl_steps = args.steps
     if args.pretrain_steps is not None:
         cfg.pretrain_steps = args.pretrain_steps
-    for name in ("lr", "beta", "max_grad_norm"):
+    for name, field in (("lr", "lr"), ("beta", "beta"), ("max_grad_norm", "max_grad_norm"),
+                        ("group_size", "group_size"), ("sampler_steps", "num_steps"), ("prompts", "n_train"),
+                        ("inner_steps", "inner_steps"), ("noise_level", "noise_level"),
+                        ("threads", "threads")):
         if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
+            setattr(cfg, field, getattr(args, name))
     if args.seeds:
         try:
             cfg.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise CLIError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise CLIError(f"sfr experiment grpo: {e}") from None
+    return cfg
+
+
+def cmd_experiment_grpo(args: argparse.Namespace) -> int:
+    from sfreward.experiments.grpo import run_grpo_experiment
+    from sfreward.experiments.grpo_server import NoProductionModel
+
+    cfg = grpo_config_from_args(args)
     try:
         ws = Workspace.open(args.home, create=False)
     except FileNotFoundError as e:
