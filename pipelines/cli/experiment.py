@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags
 from warehouse.workspace import Workspace
+
+
+def grpo_flags():
+    """`sfr experiment grpo`'s settings flags, from GRPOExperimentConfig's fields and help. Every
+    default is None (not given), so that --quick's base config keeps its own values."""
+    from sfreward.experiments.grpo import GRPOExperimentConfig
+    d = GRPOExperimentConfig()
+    fields = ("rl_steps", "pretrain_steps", "lr", "beta", "max_grad_norm", "group_size", "num_steps", "n_train",
+              "inner_steps", "noise_level", "threads")
+    return Flags(GRPOExperimentConfig, fields,
+                 names={"rl_steps": "steps", "num_steps": "sampler-steps", "n_train": "prompts"},
+                 defaults={f: None for f in fields}, notes={f: f"default {getattr(d, f)}" for f in fields})
 
 
 def register_grpo(sub: argparse._SubParsersAction) -> None:
@@ -18,22 +32,8 @@ def register_grpo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", default=None, help="output folder (default: <home>/reports/grpo_experiment)")
     g.add_argument("--model", default="production", help="registry alias/model id, or a model directory")
     g.add_argument("--quick", action="store_true", help="tiny config for tests (numbers mean nothing)")
-    g.add_argument("--steps", type=int, default=None, help=f"GRPO steps per run (default {d.rl_steps})")
     g.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
-    g.add_argument("--pretrain-steps", type=int, default=None,
-                   help=f"flow-matching steps of the editor before RL (default {d.pretrain_steps})")
-    g.add_argument("--lr", type=float, default=None, help=f"Adam learning rate of the policy (default {d.lr})")
-    g.add_argument("--beta", type=float, default=None, help=f"KL-to-reference weight (default {d.beta})")
-    g.add_argument("--max-grad-norm", type=float, default=None,
-                   help=f"clip the gradient norm before each update (default {d.max_grad_norm})")
-    g.add_argument("--group-size", type=int, default=None, help=f"G rollouts per prompt (default {d.group_size})")
-    g.add_argument("--sampler-steps", type=int, default=None, help=f"T SDE steps per rollout (default {d.num_steps})")
-    g.add_argument("--prompts", type=int, default=None, help=f"RL prompts, all used every step (default {d.n_train})")
-    g.add_argument("--inner-steps", type=int, default=None,
-                   help=f"optimizer updates per batch of rollouts (default {d.inner_steps})")
-    g.add_argument("--noise-level", type=float, default=None, help=f"SDE noise level a (default {d.noise_level})")
-    g.add_argument("--threads", type=int, default=None,
-                   help=f"torch threads (default {d.threads}; 1 on a loaded machine, where 2 threads wait on each other)")
+    grpo_flags().add_to(g)
     g.set_defaults(func=cmd_experiment_grpo)
 
 
@@ -41,17 +41,8 @@ def grpo_config_from_args(args: argparse.Namespace):
     """The GRPOExperimentConfig that `sfr experiment grpo`'s flags ask for (CLIError if invalid)."""
     from sfreward.experiments.grpo import GRPOExperimentConfig
 
-    cfg = GRPOExperimentConfig.quick() if args.quick else GRPOExperimentConfig()
-    if args.steps is not None:
-        cfg.rl_steps = args.steps
-    if args.pretrain_steps is not None:
-        cfg.pretrain_steps = args.pretrain_steps
-    for name, field in (("lr", "lr"), ("beta", "beta"), ("max_grad_norm", "max_grad_norm"),
-                        ("group_size", "group_size"), ("sampler_steps", "num_steps"), ("prompts", "n_train"),
-                        ("inner_steps", "inner_steps"), ("noise_level", "noise_level"),
-                        ("threads", "threads")):
-        if getattr(args, name) is not None:
-            setattr(cfg, field, getattr(args, name))
+    base = GRPOExperimentConfig.quick() if args.quick else GRPOExperimentConfig()
+    cfg = dataclasses.replace(base, **grpo_flags().values(args))
     if args.seeds:
         try:
             cfg.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -39,24 +39,29 @@ class GRPOExperimentConfig:
     image_size: int = 32
     patch: int = 4                    # 8 x 8 credit tokens
     channels: tuple[int, ...] = (16, 32)
-    pretrain_steps: int = 600         # 200 barely edited (success ~0.5 of 25); still under-trained
-    n_train: int = 4                  # RL prompts (every step uses all of them)
+    # 200 barely edited (success ~0.5 of 25); 600 still leaves the editor under-trained
+    pretrain_steps: int = field(default=600, metadata={"help": "flow-matching steps of the editor before RL"})
+    n_train: int = field(default=4, metadata={"help": "RL prompts, all used every step"})
     n_heldout: int = 4
     n_multiedit: int = 4
-    group_size: int = 12              # G; 6 left the advantages mostly rollout noise
-    num_steps: int = 8                # T sampler steps; 4 left 2x the residual noise in the rollouts
-    rl_steps: int = 12
-    inner_steps: int = 2
-    lr: float = 1e-4                  # 3e-4 destroyed the policy, 3e-5 barely moved it (docs/grpo.md)
+    # G = 6 left the advantages mostly rollout noise
+    group_size: int = field(default=12, metadata={"help": "G rollouts per prompt"})
+    # T = 4 left twice the residual noise in the rollouts
+    num_steps: int = field(default=8, metadata={"help": "T SDE steps per rollout"})
+    rl_steps: int = field(default=12, metadata={"help": "GRPO steps per run"})
+    inner_steps: int = field(default=2, metadata={"help": "optimizer updates per batch of rollouts"})
+    # 3e-4 destroyed the policy, 3e-5 barely moved it (docs/grpo.md)
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the policy"})
     clip_eps: float = 0.2
-    beta: float = 0.004
-    max_grad_norm: float | None = 1.0
-    noise_level: float = 0.3          # a; 0.7 with 4 steps leaves 0.1 per-pixel noise in the rollouts
+    beta: float = field(default=0.004, metadata={"help": "KL-to-reference weight"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "clip the gradient norm before each update"})
+    # a = 0.7 with 4 steps leaves 0.1 per-pixel noise in the rollouts
+    noise_level: float = field(default=0.3, metadata={"help": "SDE noise level a"})
     eval_every: int = 4
     eval_samples: int = 2             # outputs per eval prompt (fixed noise)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     data_seed: int = 0
-    threads: int = 2
+    threads: int = field(default=2, metadata={"help": "torch threads (1 on a loaded machine, where 2 threads wait on each other)"})
 
     @classmethod
     def quick(cls) -> "GRPOExperimentConfig":
