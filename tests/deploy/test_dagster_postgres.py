@@ -94,7 +94,7 @@ def test_asset_graph_on_the_postgres_instance(pg_cluster, curation_ws, annotated
     for key in ("editing_samples", "region_proposals", "aggregated_labels", "agreement_report", "dataset_version",
                 "dataset_export_hf", "sfreward_model"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
-    assert {"warehouse", "gpu", "training"} <= set(instance.event_log_storage.get_concurrency_keys())
+    assert {"warehouse", "gpu"} <= set(instance.event_log_storage.get_concurrency_keys())
     info = pg_cluster.conninfo(env["DAGSTER_PG_DB"])
     with psycopg.connect(**info) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
