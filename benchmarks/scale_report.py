@@ -111,15 +111,23 @@ def extrapolation(full: dict) -> list[str]:
         core_h = _ms(full, s) * M / 1000 / 3600
         rows.append((core_h, s, r))
     rows.sort(reverse=True)
-    out = ["| stage | CPU core-hours at 1M | days on one 16-core machine | what carries it past one machine |",
-           "|---|---|---|---|"]
+    out = ["| stage | CPU core-hours at 1M | hours at this run's rate (one machine, loaded) | "
+           "what carries it past one machine |", "|---|---|---|---|"]
     for core_h, s, r in rows:
-        out.append(f"| {s} | {core_h:,.0f} | {core_h / 16 / 24:.1f} | {ENGINE[s]} |")
-    last = full["stages"][max(full["stages"], key=lambda k: STAGES.index(k))]["sizes"]
+        rate = _n(full, r) / (r["target_s"] if "target_s" in r else r["wall_s"])
+        out.append(f"| {s} | {core_h:,.0f} | {M / rate / 3600:,.0f} | {ENGINE[s]} |")
+    st = full["stages"]
+    last = st[max(st, key=lambda k: STAGES.index(k))]["sizes"]
     scale = M / n
-    out += ["", f"Storage at 1M, linear from {n:,} samples: warehouse {last['warehouse_mb'] * scale / 1024:,.1f} GB, "
-            f"image store {last['images_mb'] * scale / 1024:,.1f} GB, Label Studio database "
-            f"{last['ls_db_mb'] * scale / 1024:,.1f} GB, datasets {last['datasets_mb'] * scale / 1024:,.1f} GB."]
+    out += ["", f"Storage at 1M, linear from {n:,} samples: warehouse ~{last['warehouse_mb'] * scale / 1024:,.1f} GB "
+            f"(with the annotations of the {_n(full, st['annotate']) if 'annotate' in st else 0:,.0f} annotated "
+            f"samples only), image store {last['images_mb'] * scale / 1024:,.1f} GB."]
+    if "push" in st and "annotate" in st:
+        per_task = st["push"]["sizes"]["ls_db_mb"] / n
+        per_ann = (st["annotate"]["sizes"]["ls_db_mb"] - st["push"]["sizes"]["ls_db_mb"]) / _n(full, st["annotate"])
+        out[-1] += (f" Label Studio database: {1000 * per_task:.1f} MB per 1,000 tasks (with their predictions) + "
+                    f"{1000 * per_ann:.1f} MB per 1,000 samples annotated 3 times: "
+                    f"{(per_task + per_ann) * M / 1024:,.0f} GB at 1M.")
     return out
 
 
@@ -142,7 +150,7 @@ def main() -> int:
     lines += [f".venv/bin/python benchmarks/scale_report.py --full {args.full} --small "
               + " ".join(str(p) for p in args.small), "```", "",
               f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Machine: {platform.machine()}, 2 CPU cores "
-              "shared with ~7 other engineers' jobs (load average 6-12 during these runs: wall times are "
+              "shared with ~7 other engineers' jobs (load average 12-16 during these runs: wall times are "
               "inflated, CPU times much less so), Python "
               f"{platform.python_version()}. Images {cfg['image_size']} px, groups of {cfg['rollouts']}, "
               f"overlap {cfg['overlap']}. Label Studio 1.23 (`label-studio start`, one process) on the "
