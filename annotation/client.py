@@ -104,6 +104,12 @@ class LSHttp:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             self.last_date = r.headers.get("date")  # the server's clock, for sync windows
+            if r.status_code >= 500:
+                # The server's own failure (e.g. its database is down): nothing to fix in the request.
+                raise LabelStudioError(
+                    f"{method} {path} -> HTTP {r.status_code}: Label Studio at {self.conn.base_url} failed while "
+                    f"handling it ({_brief(r.text)}); see its server log (`sfr labelstudio status` names it) and, "
+                    "with --db postgres, `sfr labelstudio db status`; rerun once it answers (what was stored stays)")
             if r.status_code >= 400:
                 body = r.text[:300]
                 raise LabelStudioError(f"{method} {path} -> HTTP {r.status_code}: {body}")
@@ -142,6 +148,15 @@ class LSHttp:
             if len(tasks) < page_size:
                 return
             page += 1
+
+
+def _brief(body: str) -> str:
+    """The first line of an error page's text, without markup (Django's 500 page is HTML)."""
+    import re
+
+    text = re.sub(r"<[^>]+>", " ", body[:2000])
+    text = " ".join(text.split())
+    return text[:200] or "no details"
 
 
 def updated_since_query(updated_after: str | None) -> dict:

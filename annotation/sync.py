@@ -424,15 +424,20 @@ def _current(con, project_key: str, keys: list[str]) -> dict[int, tuple]:
 
 
 def _attach_annotations(http: LSHttp, pid: int, tasks: list[dict], page_size: int) -> None:
-    """Fetch the full annotations of the tasks that have any (by `annotations_ids`); the rest get []."""
+    """Fetch the full annotations of the tasks that have any (by `annotations_ids`); the rest get [].
+
+    Through the project's export endpoint restricted to these task ids (`ids[]`, every task,
+    skipped annotations included): its annotations carry the same fields as the data manager's
+    `fields=all` listing, which serializes far more per task (drafts, computed columns) and was
+    2.5x slower per task (benchmarks/results/scale.md)."""
     with_ann = [int(t["id"]) for t in tasks if t.get("annotations_ids") or t.get("total_annotations")
                 or t.get("cancelled_annotations")]
     full: dict[int, list] = {}
     for i in range(0, len(with_ann), page_size):
         ids = with_ann[i:i + page_size]
-        q = {"selectedItems": {"all": False, "included": ids}}
-        out = http.get("/api/tasks", project=pid, fields="all", page_size=len(ids), query=json.dumps(q))
-        full.update({int(t["id"]): t.get("annotations", []) for t in out.get("tasks", [])})
+        out = http.get(f"/api/projects/{pid}/export", exportType="JSON", download_all_tasks="true",
+                       **{"ids[]": ids})
+        full.update({int(t["id"]): t.get("annotations", []) for t in out})
     for t in tasks:
         t["annotations"] = full.get(int(t["id"]), [])
 

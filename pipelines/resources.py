@@ -29,6 +29,12 @@ class WorkspaceResource(dg.ConfigurableResource):
 # dagster.yaml limits the pool to 1 (see docs/deployment.md). The warehouse lock serializes
 # anyway; the pool keeps steps from waiting on it while holding a worker.
 WAREHOUSE_POOL = "warehouse"
+# Assets that talk to Label Studio (push, sync, simulated annotators) spend their time on HTTP to
+# one server, and training holds the accelerators for its whole run: each has its own pool
+# (deploy/dagster.postgres.yaml sets labelstudio 2, training 1). A step has one pool; their
+# warehouse writes are short transactions that the warehouse lock serializes.
+LABELSTUDIO_POOL = "labelstudio"
+TRAINING_POOL = "training"
 
 
 def default_resources() -> dict:

@@ -18,7 +18,7 @@ from annotation.store import projects, validity_counts
 from annotation.sync import load_cursor, sync_project
 from pipelines.configs import dagster_config, from_dagster
 from pipelines.partitions import BATCHES
-from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from pipelines.resources import LABELSTUDIO_POOL, WorkspaceResource
 from warehouse.db import Warehouse
 from warehouse.workspace import Workspace
 
@@ -46,7 +46,7 @@ def _conn(ws: Workspace) -> Connection:
     kinds={"labelstudio", "duckdb"},
     owners=["team:data-eng"],
     code_version="1",
-    pool=WAREHOUSE_POOL,
+    pool=LABELSTUDIO_POOL,
     description="The batch's samples as Label Studio tasks with prefilled proposal regions "
                 "(idempotent: keyed by sample id).",
 )
@@ -69,7 +69,7 @@ def annotation_tasks(context: dg.AssetExecutionContext, config: AnnotationTasksC
     kinds={"labelstudio", "duckdb"},
     owners=["team:data-eng"],
     code_version="1",
-    pool=WAREHOUSE_POOL,
+    pool=LABELSTUDIO_POOL,
     description="Annotations pulled incrementally from Label Studio: every version in "
                 "annotation_versions, the current one parsed into annotations/annotation_regions.",
 )

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from pipelines.partitions import BATCHES
-from pipelines.resources import WorkspaceResource
+from pipelines.resources import LABELSTUDIO_POOL, WorkspaceResource
 
 GROUP = "demo"
 
@@ -16,7 +16,7 @@ class SimulatedAnnotationConfig(dg.Config):
 
 
 @dg.asset(partitions_def=BATCHES, deps=[dg.AssetKey("annotation_tasks")], group_name=GROUP,
-          kinds={"labelstudio", "python"}, owners=["team:data-eng"], code_version="1",
+          kinds={"labelstudio", "python"}, owners=["team:data-eng"], code_version="1", pool=LABELSTUDIO_POOL,
           description="SIMULATED annotators (bots with configured noise) annotate the batch's Label "
                       "Studio tasks from the synthetic ground truth. Synthetic batches only.")
 def simulated_annotations(context: dg.AssetExecutionContext, config: SimulatedAnnotationConfig,

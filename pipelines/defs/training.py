@@ -6,7 +6,7 @@ passes). Thin layer over sfreward.train.api."""
 
 import dagster as dg
 
-from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from pipelines.resources import TRAINING_POOL, WAREHOUSE_POOL, WorkspaceResource
 
 GROUP = "training"
 
@@ -41,7 +41,7 @@ class PipesTrainer:
 
 
 @dg.asset(group_name=GROUP, kinds={"pytorch", "duckdb"}, code_version="1",
-          deps=[dg.AssetKey("dataset_export_hf")], pool=WAREHOUSE_POOL,
+          deps=[dg.AssetKey("dataset_export_hf")], pool=TRAINING_POOL,
           description="SFReward model trained on a dataset version, registered as candidate.")
 def sfreward_model(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    workspace: WorkspaceResource) -> dg.MaterializeResult:
