@@ -20,7 +20,7 @@ import dagster as dg
 
 from pipelines.configs import dagster_config, documented_fields, from_dagster
 from pipelines.partitions import BATCHES
-from pipelines.resources import WAREHOUSE_POOL, WorkspaceResource
+from pipelines.resources import LABELSTUDIO_POOL, WAREHOUSE_POOL, WorkspaceResource
 from sfreward.flywheel import FlywheelConfig
 
 GROUP = "serving"
@@ -91,7 +91,7 @@ def flywheel_selection(context: dg.AssetExecutionContext, config: FlywheelRunCon
 
 
 @dg.asset(partitions_def=BATCHES, deps=[flywheel_selection, dg.AssetKey("region_proposals")], group_name=GROUP,
-          kinds={"labelstudio", "duckdb"}, owners=["team:data-eng"], code_version="1", pool=WAREHOUSE_POOL,
+          kinds={"labelstudio", "duckdb"}, owners=["team:data-eng"], code_version="1", pool=LABELSTUDIO_POOL,
           description="The flywheel's selected rollouts as Label Studio tasks with prefilled proposal regions, "
                       "highest score first, in the project recorded with the decision (idempotent: keyed by "
                       "sample id).")
