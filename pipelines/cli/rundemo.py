@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override (repeatable), applied after the demo's own settings "
-                        "(pipelines/demo.py DEMO_TRAIN), e.g. --train-set max_steps=50")
+                        "(the demo preset, sfreward.model.presets), e.g. --train-set max_steps=50")
     p.set_defaults(func=cmd_demo)
 
 
