@@ -30,10 +30,10 @@ telemetry:
 """
 
 
-# The demo model and its training (`sfr train --set` keys; user overrides come after these). The
-# `demo` preset of sfreward.model.presets should carry the same model values.
-DEMO_TRAIN = ["max_steps=250", "batch_size=12", "lr=1.5e-3", "warmup_steps=20", "rank_weight=0.5",
-              "num_threads=2"]
+# The demo's model and its training settings are the `demo` preset (sfreward.model.presets); on
+# top of it only this machine setting (`sfr train --set` keys; user overrides come after these).
+DEMO_PRESET = "demo"
+DEMO_TRAIN = ["num_threads=2"]
 
 
 @dataclass
@@ -48,8 +48,8 @@ class DemoConfig:
     annotators_per_task: int = field(default=3, metadata={"help": "simulated annotators per task"})
     project_key: str = "sfreward-demo"
     train_overrides: list[str] = field(default_factory=list, metadata={
-        "help": "training config override, applied after the demo's own settings (pipelines/demo.py "
-                "DEMO_TRAIN), e.g. max_steps=50", "metavar": "KEY=VALUE"})
+        "help": "training config override, applied after the demo's own settings (the demo preset, "
+                "sfreward.model.presets), e.g. max_steps=50", "metavar": "KEY=VALUE"})
     n_pictures: int = 4
     # Splits are by source photo (near-duplicates linked), so the test share is large enough to
     # hold >= 30 samples with exactly one bad region (the localization check needs them).
@@ -296,7 +296,8 @@ def run_demo(home: str | os.PathLike | None = None, cfg: DemoConfig | None = Non
         {"fractions": list(cfg.split_fractions), "split_linking": "perceptual", **cfg.curation_overrides})}}
     rest = {"ops": {"synced_annotations": {"config": {"project_keys": [cfg.project_key]}},
                     "agreement_report": curation, "dataset_version": curation,
-                    "sfreward_model": {"config": {"overrides": DEMO_TRAIN + list(cfg.train_overrides)}},
+                    "sfreward_model": {"config": {"preset": DEMO_PRESET,
+                                                  "overrides": DEMO_TRAIN + list(cfg.train_overrides)}},
                     "heldout_scores": {"config": {"n_pictures": cfg.n_pictures}}}}
     st.run("Dagster: sync -> curation -> dataset -> train -> evaluate -> held-out scores",
            lambda: _materialize(instance, ["synced_annotations", "aggregated_labels", "agreement_report",

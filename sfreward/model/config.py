@@ -54,6 +54,9 @@ class SFRewardConfig:
         the weight files), filled in at construction.
     pixel_diff: add per-patch pixel-difference statistics (|edited - source| and signed mean
         per channel) to the token features: a cheap low-level change signal.
+    grounding: add the weight-free instruction grounding features of each region
+        (sfreward.model.grounding: named place, named colours, tone operations against the
+        region's pixels and centroid); for models without a language model (the demo's).
     """
 
     backbone: str = "siglip"
@@ -68,6 +71,7 @@ class SFRewardConfig:
     text_buckets: int = 4096
     text_dim: int = 64
     pixel_diff: bool = True
+    grounding: bool = False
     dropout: float = 0.0
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from sfreward.model import pretrained
 from sfreward.model.backbone import HashingTextEncoder, VisionBackbone, freeze_unused
 from sfreward.model.config import SFRewardConfig
+from sfreward.model.grounding import N_GROUNDING, grounding_features, region_geometry
 from sfreward.model.pretrained import CheckpointError, sha256_file  # noqa: F401 (re-exported)
 from sfreward.model.text import TOKENIZER_DIR, TransformerTextEncoder
 
@@ -201,8 +202,19 @@ class SFRewardModel(nn.Module):
         self.region_stats = nn.Sequential(nn.Linear(N_REGION_STATS, h), nn.GELU(), nn.Linear(h, h))
         nn.init.zeros_(self.region_stats[2].weight)
         nn.init.zeros_(self.region_stats[2].bias)
-        # region input: region pool, image mean, text, area fraction
-        self.region_head = _mlp(3 * h + 1, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
+        # Instruction grounding (config.grounding): does the region match the place and colours
+        # the instruction names, did it change as asked. Only built when enabled, so models
+        # without it keep their exact state dict.
+        # With it, the grounding features and the region's pixel statistics also reach the region
+        # head directly (a few hundred samples do not train them through the pooled sum).
+        n_direct = 0
+        if config.grounding:
+            self.grounding = nn.Sequential(nn.Linear(N_GROUNDING, h), nn.GELU(), nn.Linear(h, h))
+            nn.init.zeros_(self.grounding[2].weight)
+            nn.init.zeros_(self.grounding[2].bias)
+            n_direct = N_GROUNDING + N_REGION_STATS
+        # region input: region pool, image mean, text, area fraction (+ direct features)
+        self.region_head = _mlp(3 * h + 1 + n_direct, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
         self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
 
     # -- core --------------------------------------------------------------------------
@@ -245,10 +257,16 @@ class SFRewardModel(nn.Module):
         # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
         rstats = region_pixel_stats(sources, edits, region_masks, region_image) * 4.0
         pooled = pooled + self.region_stats(rstats.to(pooled.dtype))
+        direct = []
+        if self.config.grounding:
+            src_c, edt_c, centre = region_geometry(region_masks, region_image, sources, edits)
+            gf = grounding_features(instructions, src_c, edt_c, centre, region_image).to(pooled.dtype)
+            pooled = pooled + self.grounding(gf)
+            direct = [gf, rstats.to(pooled.dtype)]
         img = tokf.mean(1)                                                                 # [B, h]
         txt = self.text(instructions, tokf.device).to(tokf.dtype)                         # [B, h]
 
-        r = self.region_head(torch.cat([pooled, img[region_image], txt[region_image], area], -1))
+        r = self.region_head(torch.cat([pooled, img[region_image], txt[region_image], area, *direct], -1))
         s_mu, p_mu = torch.sigmoid(r[:, 0]), torch.sigmoid(r[:, 2])
         s_lv = r[:, 1].clamp(LOGVAR_MIN, LOGVAR_MAX)
         p_lv = r[:, 3].clamp(LOGVAR_MIN, LOGVAR_MAX)

@@ -27,6 +27,7 @@ class TrainConfig:
     batch_size: int = 8           # images per process per micro-step
     grad_accum: int = 1           # micro-steps per optimizer step
     max_steps: int = 200          # optimizer steps
+    group_batches: bool = False   # batches hold whole GRPO groups (more within-group ranking pairs)
     lr: float = 1e-3
     backbone_lr_scale: float = 1.0  # lr multiplier of the pretrained towers (vision backbone and
                                     # transformers text encoder; small for pretrained weights)

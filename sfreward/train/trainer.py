@@ -75,7 +75,23 @@ def _set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def batch_indices(n: int, step: int, micro: int, cfg: TrainConfig, rank: int, world: int) -> list[int]:
+def epoch_order(n: int, epoch: int, cfg: TrainConfig, groups: list[str] | None = None) -> list[int]:
+    """Dataset indices in the order epoch `epoch` visits them: randperm(n, seed + epoch), or, with
+    cfg.group_batches and `groups` (group id of every index), the groups in random order with
+    each group's samples together, so a batch holds whole GRPO groups and the ranking loss
+    compares the same region across rollouts (shuffled samples rarely meet their group)."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    if not (cfg.group_batches and groups):
+        return torch.randperm(n, generator=gen).tolist()
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    names = sorted(by_group)
+    return [i for k in torch.randperm(len(names), generator=gen).tolist() for i in by_group[names[k]]]
+
+
+def batch_indices(n: int, step: int, micro: int, cfg: TrainConfig, rank: int, world: int,
+                  groups: list[str] | None = None) -> list[int]:
     """Dataset indices of (step, micro-step) for this rank; see the module docstring."""
     g_micro = cfg.batch_size * world
     per_step = g_micro * cfg.grad_accum
@@ -84,9 +100,9 @@ def batch_indices(n: int, step: int, micro: int, cfg: TrainConfig, rank: int, wo
         raise ValueError(f"the training split has {n} samples, fewer than one global batch "
                          f"({per_step} = batch_size x world x grad_accum)")
     epoch, pos = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+    perm = epoch_order(n, epoch, cfg, groups)
     start = pos * per_step + micro * g_micro + rank * cfg.batch_size
-    return perm[start:start + cfg.batch_size].tolist()
+    return perm[start:start + cfg.batch_size]
 
 
 PRETRAINED_PREFIXES = ("backbone.", "text.net.")   # the transformers towers
@@ -209,6 +225,7 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
     _seed_all(cfg.seed)
     model = build_model(cfg)
     ds = RegionDataset(cfg.data_dir, "train", model.config.image_size, cfg.label_mode, cfg.preload)
+    groups = [str(r.get("group_id") or r["sample_id"]) for r in ds.rows]
     model.to(device).train()
     opt, sched = build_optimizer(model, cfg)
     step = 0
@@ -230,7 +247,7 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
     t0, last = time.perf_counter(), {}
     while step < end:
         for micro in range(cfg.grad_accum):
-            idx = batch_indices(len(ds), step, micro, cfg, rank, world)
+            idx = batch_indices(len(ds), step, micro, cfg, rank, world, groups)
             batch = collate([ds[i] for i in idx], ds)
             sync = micro == cfg.grad_accum - 1 or world == 1
             with (contextlib.nullcontext() if sync else ddp.no_sync()):

@@ -70,6 +70,19 @@ def test_batch_indices_partition_the_global_batch():
         batch_indices(5, 0, 0, single, 0, 1)
 
 
+def test_group_batches_keep_each_grpo_group_together():
+    groups = [f"g{i % 10}" for i in range(40)]          # 10 groups of 4, interleaved in the split
+    cfg = TrainConfig(batch_size=8, seed=3, group_batches=True)
+    for step in (0, 3, 5, 9):                            # 5 steps per epoch: two epochs
+        idx = batch_indices(40, step, 0, cfg, 0, 1, groups)
+        assert len(idx) == 8 and len({groups[i] for i in idx}) == 2   # two whole groups
+    order = [batch_indices(40, s, 0, cfg, 0, 1, groups) for s in range(5)]
+    assert sorted(i for b in order for i in b) == list(range(40))     # an epoch visits every sample once
+    assert order != [batch_indices(40, s, 0, cfg, 0, 1, groups) for s in range(5, 10)]  # reshuffled
+    plain = TrainConfig(batch_size=8, seed=3)            # off: the groups are ignored
+    assert batch_indices(40, 0, 0, plain, 0, 1, groups) == batch_indices(40, 0, 0, plain, 0, 1)
+
+
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_dir / "model.safetensors"))
 

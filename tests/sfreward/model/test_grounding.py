@@ -1,0 +1,69 @@
+"""Instruction grounding features (sfreward.model.grounding): the lexicon parse of instructions,
+features that single out the region an instruction names, and the model option that uses them."""
+import torch
+
+from sfreward.model import SFRewardConfig, SFRewardModel
+from sfreward.model.grounding import N_GROUNDING, grounding_features, parse, region_geometry, rgb_to_vec
+
+torch.set_num_threads(1)
+
+
+def test_parse_reads_place_colours_and_operation():
+    p = parse("Change the color of the orange region in the upper right to cyan.")
+    assert p.place == (5 / 6, 1 / 6) and (p.region_colour, p.target_colour) == ("orange", "cyan")
+    p = parse("Make the orange region in the upper left black and white.")
+    assert p.desaturate and p.region_colour == "orange" and p.target_colour is None
+    p = parse("Make the gray region at the bottom brighter.")
+    assert p.brighten and not p.darken and p.region_colour == "gray" and p.place == (0.5, 5 / 6)
+    p = parse("Make the hat blue")                      # no region colour, a target colour
+    assert p.place is None and (p.region_colour, p.target_colour) == (None, "blue")
+    p = parse("remove the watermark")                   # nothing of the lexicon: all neutral
+    assert p == type(p)()
+
+
+def test_rgb_to_vec_hue_and_greys():
+    v = rgb_to_vec(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.5, 0.5, 0.5]]))
+    assert torch.allclose(v[0], torch.tensor([1.0, 0.0, 1.0]), atol=1e-6)      # red: hue 0
+    assert torch.allclose(v[1], torch.tensor([-1.0, 0.0, 1.0]), atol=1e-6)     # cyan: hue 180
+    assert torch.allclose(v[2], torch.tensor([0.0, 0.0, 0.5]), atol=1e-6)      # grey: no chroma
+
+
+def _scene():
+    """Two regions: orange top-left (recoloured to cyan in the edit) and orange bottom-right
+    (left alone), 32 px."""
+    src = torch.zeros(1, 3, 32, 32)
+    src[0, :, :, :] = torch.tensor([1.0, 0.5, 0.0])[:, None, None]     # orange everywhere
+    edt = src.clone()
+    edt[0, :, :12, :12] = torch.tensor([0.0, 0.9, 0.9])[:, None, None]   # cyan top-left
+    masks = torch.zeros(2, 32, 32)
+    masks[0, :12, :12] = 1
+    masks[1, 20:, 20:] = 1
+    return src, edt, masks, torch.zeros(2, dtype=torch.long)
+
+
+def test_features_single_out_the_named_region():
+    src, edt, masks, idx = _scene()
+    s, e, c = region_geometry(masks, idx, src, edt)
+    assert torch.allclose(c[0], torch.tensor([6 / 32, 6 / 32])) and torch.allclose(c[1], torch.tensor([26 / 32, 26 / 32]))
+    f = grounding_features(["Make the orange region in the upper left cyan."], s, e, c, idx)
+    assert f.shape == (2, N_GROUNDING)
+    assert f[0, 0] == 1 and f[0, 1] < 0.1 < 0.5 < f[1, 1]              # named place: near vs far
+    assert f[0, 5] < 0.3 < 1.0 < f[1, 5]                                 # edited colour: cyan vs orange
+    g = grounding_features(["remove the watermark"], s, e, c, idx)
+    assert torch.count_nonzero(g[:, :12]) == 0                           # nothing named: all zero
+
+
+def test_model_with_grounding_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    model = SFRewardModel(SFRewardConfig(grounding=True)).eval()
+    assert "grounding.0.weight" not in model.freeze_unused_parameters()
+    src, edt, masks, _ = _scene()
+    big = [torch.nn.functional.interpolate(x, size=64) for x in (src, edt)]
+    m = torch.nn.functional.interpolate(masks[None], size=64)[0] > 0.5
+    out = model.predict(big[0], big[1], ["Make the orange region in the upper left cyan."], [m])
+    model.save_pretrained(tmp_path)
+    again = SFRewardModel.from_pretrained(tmp_path)
+    assert again.config.grounding
+    out2 = again.predict(big[0], big[1], ["Make the orange region in the upper left cyan."], [m])
+    assert torch.equal(out["success"], out2["success"])
+    assert not any(k.startswith("grounding.") for k in SFRewardModel(SFRewardConfig()).state_dict())
