@@ -4,16 +4,20 @@ from __future__ import annotations
 import argparse
 
 from pipelines.cli import CLIError, print_json
+from pipelines.configs import Flags
+
+
+def train_flags() -> Flags:
+    """`sfr train`'s flags, from sfreward.train.config.TrainRequest (flag names kept)."""
+    from sfreward.train.config import TrainRequest
+    return Flags(TrainRequest, ("dataset_id", "config_file", "preset", "overrides", "nproc"),
+                 names={"dataset_id": "dataset", "config_file": "config", "overrides": "set"},
+                 defaults={"dataset_id": None, "config_file": None, "preset": None})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an SFReward model on a dataset version and register it")
-    p.add_argument("--dataset", required=True, help="dataset id (<home>/datasets/<id>/hf)")
-    p.add_argument("--config", help="YAML file with training config fields")
-    p.add_argument("--preset", help="model preset (tiny, demo, base, large); file and --set win over it")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training field (model.<field>=... for the model); repeatable")
-    p.add_argument("--nproc", type=int, default=1, help="processes (torchrun DDP when > 1)")
+    train_flags().add_to(p)
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     p.set_defaults(func=cmd_train)
 
@@ -47,18 +51,21 @@ def _ws(args):
 
 
 def cmd_train(args) -> int:
-    from sfreward.train import load_config
     from sfreward.train.api import subprocess_runner, train_and_register
+    from warehouse.datasets import current_dataset_id
+    req = train_flags().build(args)
     try:
-        cfg = load_config(args.config, args.overrides, preset=args.preset)
+        cfg = req.train_config()
     except (ValueError, OSError) as e:
         raise CLIError(str(e)) from e
-    if args.nproc < 1:
+    if req.nproc < 1:
         raise CLIError("--nproc must be >= 1")
     ws = _ws(args)
     try:
-        model_id = train_and_register(ws, args.dataset, cfg,
-                                      runner=subprocess_runner(args.nproc) if args.nproc > 1 else None,
+        # No --dataset: the one rule for the current dataset (newest version with an hf export).
+        dataset_id = req.dataset_id or current_dataset_id(ws, export="hf")
+        model_id = train_and_register(ws, dataset_id, cfg,
+                                      runner=subprocess_runner(req.nproc) if req.nproc > 1 else None,
                                       eval_split="" if args.no_eval else "test")
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise CLIError(str(e)) from e

@@ -6,18 +6,15 @@ passes). Thin layer over sfreward.train.api."""
 
 import dagster as dg
 
+from pipelines.configs import dagster_config, documented_fields, from_dagster
 from pipelines.resources import TRAINING_POOL, WAREHOUSE_POOL, WorkspaceResource
+from sfreward.train.config import TrainRequest
 
 GROUP = "training"
 
 
-class TrainingRunConfig(dg.Config):
-    dataset_id: str = ""              # empty: the current dataset with an hf export (warehouse.datasets)
-    preset: str = ""                  # model preset (tiny, demo, base, large), as `sfr train --preset`
-    config_file: str = ""             # YAML with TrainConfig fields
-    overrides: list[str] = []         # key=value, as `sfr train --set`
-    nproc: int = 1                    # > 1: torchrun DDP in the launched process
-    retrain: bool = False             # train even if this dataset + config was trained before
+class TrainingRunConfig(dagster_config(TrainRequest, documented_fields(TrainRequest))):
+    """sfreward_model's run config: the fields of sfreward.train.api.TrainRequest."""
 
 
 class PipesTrainer:
@@ -46,12 +43,12 @@ class PipesTrainer:
 def sfreward_model(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    workspace: WorkspaceResource) -> dg.MaterializeResult:
     from sfreward import registry
-    from sfreward.train import load_config, train_and_register
+    from sfreward.train import train_and_register
     from warehouse.datasets import current_dataset_id
 
     ws = workspace.workspace()
     dataset_id = config.dataset_id or current_dataset_id(ws, export="hf")
-    cfg = load_config(config.config_file or None, list(config.overrides), preset=config.preset or None)
+    cfg = from_dagster(TrainRequest, config).train_config()
     trainer = PipesTrainer(context, env={"SFR_HOME": str(ws.home)}, nproc=config.nproc)
     # Evaluation is the downstream `model_evaluation` asset's job, hence eval_split="".
     model_id = train_and_register(ws, dataset_id, cfg, runner=trainer, eval_split="", reuse=not config.retrain)

@@ -152,3 +152,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = TrainConfig.from_dict({**base, **{k: _coerce(k, v, base[k]) if k in base else v
                                                for k, v in raw.items()}, "preset": name})
     return apply_overrides(cfg, [o for o in overrides or [] if not o.startswith("preset=")])
+
+
+@dataclass
+class TrainRequest:
+    """What to train: the one declaration behind `sfr train`'s flags and the `sfreward_model`
+    asset's run config (pipelines.configs derives both). The training settings themselves are
+    TrainConfig's fields, set through the preset, the config file and the overrides."""
+    dataset_id: str = field(default="", metadata={
+        "help": "dataset id (<home>/datasets/<id>/hf); empty: the current dataset with an hf export"})
+    preset: str = field(default="", metadata={
+        "help": "model preset (tiny, demo, base, large); the config file and overrides win over it"})
+    config_file: str = field(default="", metadata={"help": "YAML file with training config fields"})
+    overrides: list[str] = field(default_factory=list, metadata={
+        "help": "override a training field (model.<field>=... for the model)", "metavar": "KEY=VALUE"})
+    nproc: int = field(default=1, metadata={"help": "processes (torchrun DDP when > 1)"})
+    retrain: bool = field(default=False, metadata={
+        "help": "train even if a model was already trained on this dataset with these settings"})
+
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig asked for (ValueError/OSError on a bad file, preset or override)."""
+        return load_config(self.config_file or None, list(self.overrides), preset=self.preset or None)

@@ -306,3 +306,23 @@ def test_credit_experiment_flags_one_declaration(capsys):
     args = build_parser().parse_args(["experiment", "credit", "--prompts", "3", "--steps", "5"])
     assert _credit_flags().build(args, seeds=[4]) == ExperimentConfig(n_prompts=3, steps=5, seeds=[4])
     assert all(h in _help(capsys, "experiment", "credit") for h in _helps(ExperimentConfig, _credit_flags().fields))
+
+
+def test_train_request_one_declaration(capsys):
+    from pipelines.cli import build_parser
+    from pipelines.cli.models import train_flags
+    from pipelines.configs import help_of
+    from pipelines.defs.training import TrainingRunConfig
+    from sfreward.train.config import TrainRequest
+
+    assert train_flags().build(build_parser().parse_args(["train"])) == TrainRequest()
+    args = build_parser().parse_args(["train", "--dataset", "ds-1", "--preset", "tiny", "--set", "lr=0.1",
+                                      "--set", "max_steps=3", "--nproc", "2"])
+    req = train_flags().build(args)
+    assert req == TrainRequest(dataset_id="ds-1", preset="tiny", overrides=["lr=0.1", "max_steps=3"], nproc=2)
+    assert req.train_config().lr == 0.1 and req.train_config().max_steps == 3
+    assert from_dagster(TrainRequest, TrainingRunConfig()) == TrainRequest()
+    described = {k: f.description for k, f in TrainingRunConfig.model_fields.items()}
+    assert described == {f: help_of(TrainRequest, f) for f in documented_fields(TrainRequest)}
+    text = _help(capsys, "train")
+    assert all(h in text for h in _helps(TrainRequest, train_flags().fields))
