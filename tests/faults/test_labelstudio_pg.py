@@ -63,23 +63,21 @@ def _many_samples(folder: Path, n: int) -> Path:
 
 
 def _add_regions(wh: Warehouse, batch_id: str) -> None:
+    """Fixed boxes per group, stored through the region store (sfreward.regions.store)."""
+    from sfreward.regions.base import ProposerConfig, Region
+    from sfreward.regions.store import save_region_set
+
     edit = np.zeros((SIZE, SIZE), bool)
     edit[8:40, 10:40] = True
     context = np.zeros((SIZE, SIZE), bool)
     context[48:, :32] = True
     parts = [("edit", edit), ("context", context), ("background", ~(edit | context))]
+    cfg = ProposerConfig()   # the classical proposer's config: push picks region sets by group
     groups = wh.query("SELECT DISTINCT group_id, source_sha256 FROM samples WHERE batch_id = ?", [batch_id])
-    with wh.write() as con:
-        for gid, sha in groups:
-            sid = f"rs-{gid}"
-            con.execute("INSERT INTO region_sets (region_set_id, group_id, proposer, config_hash, config, "
-                        f"image_sha256, height, width, n_regions) VALUES (?, ?, 'test', 'h0', '{{}}', ?, {SIZE}, "
-                        f"{SIZE}, 3)", [sid, gid, sha])
-            for idx, (kind, m) in enumerate(parts):
-                con.execute("INSERT INTO regions (region_id, region_set_id, idx, kind, rle, x1, y1, x2, y2, area, "
-                            "proposed_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'source')",
-                            [f"{sid}:{idx}", sid, idx, kind, masks.to_json(masks.encode(m)), *masks.bbox_xyxy(m),
-                             int(m.sum())])
+    for gid, sha in groups:
+        regions = [Region(kind, m, masks.bbox_xyxy(m), int(m.sum()), "source", "test", cfg.config_hash())
+                   for kind, m in parts]
+        save_region_set(wh, gid, sha, (SIZE, SIZE), regions, cfg)
 
 
 def _full_result(pred: list[dict], stars: int) -> list[dict]:
