@@ -9,7 +9,7 @@ import json
 
 from sfreward.regions.base import ProposerConfig, Region
 from warehouse import masks as maskcodec
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.workspace import Workspace
 
 
@@ -54,10 +54,9 @@ def save_region_set(wh: Warehouse, group_id: str, image_sha256: str, shape: tupl
             [rsid, group_id, config.proposer, chash, config.to_json(), image_sha256,
              int(shape[0]), int(shape[1]), len(regions)])
         if rows:
-            con.executemany(
-                "INSERT INTO regions (region_id, region_set_id, idx, kind, rle, x1, y1, x2, y2, "
-                "area, predicted_iou, stability_score, proposed_on, change_fraction) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            insert_rows(con, "regions", ["region_id", "region_set_id", "idx", "kind", "rle", "x1", "y1", "x2", "y2",
+                                         "area", "predicted_iou", "stability_score", "proposed_on", "change_fraction"],
+                        rows)
     return rsid, True
 
 

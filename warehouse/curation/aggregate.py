@@ -26,7 +26,7 @@ from typing import Iterable
 import duckdb
 
 from warehouse.curation.config import DEFAULT_RATINGS
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.workspace import Workspace
 
 
@@ -50,7 +50,7 @@ def prepare_current(con: duckdb.DuckDBPyConnection, project_keys: Iterable[str] 
     con.execute("CREATE OR REPLACE TEMP TABLE excluded_annotators (annotator_id TEXT)")
     ex = sorted(set(exclude_annotators))
     if ex:
-        con.executemany("INSERT INTO excluded_annotators VALUES (?)", [[a] for a in ex])
+        insert_rows(con, "excluded_annotators", ["annotator_id"], [(a,) for a in ex])
     where = "NOT a.is_deleted"
     params: list = []
     if keys:

@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 
 from warehouse.curation.config import IMAGE_DIMS, REGION_DIMS, CurationConfig
+from warehouse.db import insert_rows
 
 VALUES = np.arange(1, 6)
 
@@ -224,18 +225,17 @@ def compute_agreement(con: duckdb.DuckDBPyConnection, config: CurationConfig) ->
 
 def record_agreement(con: duckdb.DuckDBPyConnection, report: AgreementReport) -> None:
     """Store a report (idempotent: the id is a content hash)."""
-    if con.execute("SELECT count(*) FROM agreement_reports WHERE report_id = ?", [report.report_id]).fetchone()[0]:
+    # fetchall, not fetchone: an unfinished result blocks the next statement on this connection
+    if con.execute("SELECT count(*) FROM agreement_reports WHERE report_id = ?", [report.report_id]).fetchall()[0][0]:
         return
-    con.executemany(
-        "INSERT INTO agreement_reports (report_id, scope, scope_key, dimension, alpha, n_units, n_ratings) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [[report.report_id, a["scope"], a["scope_key"], a["dimension"], a["alpha"], a["n_units"], a["n_ratings"]]
-         for a in report.alphas])
-    con.executemany(
-        "INSERT INTO annotator_quality VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [[report.report_id, a["annotator_id"], a["n_ratings"], a["n_shared"], a["mae_vs_others"],
-          a["within1_others"], a["n_gold"], a["mae_vs_gold"], a["within1_gold"], a["flagged"], a["flag_reason"]]
-         for a in report.annotators])
+    insert_rows(con, "agreement_reports",
+                ["report_id", "scope", "scope_key", "dimension", "alpha", "n_units", "n_ratings"],
+                [(report.report_id, a["scope"], a["scope_key"], a["dimension"], a["alpha"], a["n_units"],
+                  a["n_ratings"]) for a in report.alphas])
+    cols = ["annotator_id", "n_ratings", "n_shared", "mae_vs_others", "within1_others", "n_gold", "mae_vs_gold",
+            "within1_gold", "flagged", "flag_reason"]
+    insert_rows(con, "annotator_quality", ["report_id", *cols],
+                [(report.report_id, *(a[c] for c in cols)) for a in report.annotators])
 
 
 def alpha_table(wh, report_id: str) -> list[tuple]:

@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 
 from warehouse import masks
+from warehouse.db import insert_rows
 
 
 def consensus_mask(annotated: list[np.ndarray], proposal: np.ndarray) -> np.ndarray:
@@ -77,13 +78,13 @@ def apply_mask_consensus(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         fixed.append([sample_id, region_id, masks.to_json(masks.encode(m)), x1, y1, x2, y2, int(m.sum())])
     con.execute("CREATE OR REPLACE TEMP TABLE empty_consensus (sample_id TEXT, region_id TEXT, detail TEXT)")
     if empty:
-        con.executemany("INSERT INTO empty_consensus VALUES (?, ?, ?)", empty)
+        insert_rows(con, "empty_consensus", ["sample_id", "region_id", "detail"], empty)
         con.execute("DELETE FROM all_regions a USING empty_consensus e "
                     "WHERE a.sample_id = e.sample_id AND a.region_id = e.region_id")
     if fixed:
         con.execute("CREATE OR REPLACE TEMP TABLE fixed_masks (sample_id TEXT, region_id TEXT, rle TEXT, "
                     "x1 INTEGER, y1 INTEGER, x2 INTEGER, y2 INTEGER, area BIGINT)")
-        con.executemany("INSERT INTO fixed_masks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fixed)
+        insert_rows(con, "fixed_masks", ["sample_id", "region_id", "rle", "x1", "y1", "x2", "y2", "area"], fixed)
         con.execute("""
             UPDATE all_regions a SET rle = f.rle, x1 = f.x1, y1 = f.y1, x2 = f.x2, y2 = f.y2, area = f.area,
                                      mask_source = 'corrected'

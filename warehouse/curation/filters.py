@@ -24,7 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from warehouse.curation.config import CurationConfig
 from warehouse.curation.consensus import apply_mask_consensus
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.imagestore import LocalImageStore
 from warehouse.workspace import Workspace
 
@@ -102,7 +102,7 @@ def ensure_hashes(ws: Workspace) -> dict[str, int]:
             log.warning("cannot hash edited image %s: %s", sha, e)
     if rows:
         with wh.write() as con:
-            con.executemany("INSERT INTO image_hashes VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
+            insert_rows(con, "image_hashes", ["sha256", "dhash"], rows, "ON CONFLICT DO NOTHING")
     return {"hashed": len(rows), "failed": failed}
 
 
@@ -176,7 +176,7 @@ def _near_duplicates(con: duckdb.DuckDBPyConnection, k: int) -> None:
     for members in clusters.values():
         keep = min(members, key=lambda s: (-n_ann[s], s))
         rows += [[s, "near_duplicate", f"near-duplicate of {keep}"] for s in members if s != keep]
-    con.executemany("INSERT INTO excl VALUES ('sample', ?, ?, ?)", rows)
+    insert_rows(con, "excl", ["item_kind", "item_id", "reason", "detail"], [("sample", *r) for r in rows])
 
 
 def build_candidate_regions(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> None:

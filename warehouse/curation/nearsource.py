@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 
 from warehouse.curation.filters import SOURCE_CROPS, dihedral_dhashes
-from warehouse.db import Warehouse
+from warehouse.db import Warehouse, insert_rows
 from warehouse.imagestore import LocalImageStore
 from warehouse.workspace import Workspace
 
@@ -57,7 +57,8 @@ def ensure_source_hashes(ws: Workspace) -> dict[str, int]:
             log.warning("cannot hash source image %s: %s", sha, e)
     if rows:
         with wh.write() as con:
-            con.executemany("INSERT INTO source_hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+            insert_rows(con, "source_hashes", ["sha256", "method", "crop", "variant", "h0", "h1", "h2", "h3"], rows,
+                        "ON CONFLICT DO NOTHING")
     return {"hashed": len(rows) // _N_HASHES, "failed": failed}
 
 
@@ -108,8 +109,7 @@ def link_table(con: duckdb.DuckDBPyConnection, max_bits: int = SOURCE_HAMMING) -
     pairs = near_duplicate_pairs(con, max_bits)
     con.execute("CREATE OR REPLACE TEMP TABLE src_links (sha TEXT, other TEXT)")
     if pairs:
-        con.executemany("INSERT INTO src_links VALUES (?, ?)",
-                        [[a, b] for a, b, _ in pairs] + [[b, a] for a, b, _ in pairs])
+        insert_rows(con, "src_links", ["sha", "other"], [(a, b) for a, b, _ in pairs] + [(b, a) for a, b, _ in pairs])
     return len(pairs)
 
 

@@ -34,6 +34,7 @@ from scipy.sparse.csgraph import connected_components
 
 from warehouse.curation.config import SPLITS, CurationConfig
 from warehouse.curation.nearsource import link_table
+from warehouse.db import insert_rows
 
 
 def resolve_linking(con: duckdb.DuckDBPyConnection, config: CurationConfig) -> CurationConfig:
@@ -222,7 +223,7 @@ def _record_splits(con: duckdb.DuckDBPyConnection, ids: np.ndarray, split: np.nd
     conflicts = ids[~ok].tolist()
     if conflicts and _has_table(con, "excl"):
         con.execute("CREATE OR REPLACE TEMP TABLE _conf (sample_id TEXT)")
-        con.executemany("INSERT INTO _conf VALUES (?)", [[c] for c in conflicts])
+        insert_rows(con, "_conf", ["sample_id"], [(c,) for c in conflicts])
         con.execute("""INSERT INTO excl SELECT 'sample', sample_id, 'split_conflict',
                        'would join samples already in different splits' FROM _conf
                        WHERE sample_id IN (SELECT sample_id FROM cand)""")
