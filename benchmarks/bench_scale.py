@@ -61,7 +61,7 @@ STAGE_IMPORTS = {
     "sync_1000": ["annotation.sync", "annotation.client", "annotation.server", "warehouse.db"],
     "curation": ["warehouse.curation", "warehouse.curation.aggregate", "warehouse.curation.agreement"],
     "dataset": ["warehouse.curation"],
-    "export": ["warehouse.curation", "warehouse.curation.dataset", "warehouse.curation.exports"],
+    "export": ["warehouse.curation", "warehouse.curation.dataset", "warehouse.curation.exports", "warehouse.datasets"],
 }
 
 
@@ -258,9 +258,9 @@ def stage_dataset(ws: Workspace, cfg: ScaleConfig) -> dict:
 
 def stage_export(ws: Workspace, cfg: ScaleConfig) -> dict:
     from warehouse.curation import export_hf
-    from warehouse.curation.dataset import latest_version_id
     from warehouse.curation.dataset import get_version
-    dataset_id = latest_version_id(ws)
+    from warehouse.datasets import current_dataset_id
+    dataset_id = current_dataset_id(ws)
     path = export_hf(ws, dataset_id)
     return {"bytes": sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
             "n": get_version(ws, dataset_id).n_rows}
