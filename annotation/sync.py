@@ -30,8 +30,10 @@ deleted.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -255,15 +257,25 @@ def _parse_brush(reg: ParsedRegion, item: dict, value: dict, width: int, height:
         reg.reasons.append("mask is not brush RLE")
         return
     try:
-        m = rle_to_mask(value["rle"], height, width)
+        summary = _brush_summary(tuple(value["rle"]), height, width)
     except Exception as e:  # a malformed RLE is this region's problem, not the batch's
         reg.reasons.append(f"wrong-size or malformed brush RLE ({e})")
         return
-    if not m.any():
+    if summary is None:
         reg.reasons.append("empty mask")
         return
-    rle = masks.encode(m)
-    reg.rle, reg.bbox, reg.area = masks.to_json(rle), masks.bbox_xyxy(m), int(m.sum())
+    reg.rle, reg.bbox, reg.area = summary
+
+
+@functools.lru_cache(maxsize=2048)
+def _brush_summary(rle: tuple, height: int, width: int) -> tuple[str, tuple[int, int, int, int], int] | None:
+    """Brush RLE -> (warehouse RLE JSON, bbox xyxy, area in pixels), None for an empty mask.
+    Cached by content: the annotators of one task mostly keep the prefilled masks, so a sync
+    sees each mask about three times (a third of a sync's CPU was decoding them again)."""
+    m = rle_to_mask(list(rle), height, width)
+    if not m.any():
+        return None
+    return masks.to_json(masks.encode(m)), masks.bbox_xyxy(m), int(m.sum())
 
 
 # ------------------------------------------------------------------------------- sync
@@ -336,20 +348,27 @@ def sync_project(ws: Workspace, project_key: str, conn: Connection | None = None
             seen.update(int(t["id"]) for t in listed)
             page_newest = max((t["updated_at"] for t in listed), key=_parse_ts)
             fresh = [t for t in listed if done.get(str(t["id"])) != t["updated_at"]]
-            _attach_annotations(http, pid, fresh, cfg.page_size)
-            need = {int(a["completed_by"]) for t in fresh for a in t.get("annotations", [])
-                    if isinstance(a.get("completed_by"), int)}
-            if need - known_users - users.keys():
-                users = {int(u["id"]): u.get("email") for u in http.get("/api/users/")}
-            for i in range(0, len(fresh), cfg.page_size):  # one transaction per page_size tasks
-                chunk = fresh[i:i + cfg.page_size]
-                chunk_newest = max((t["updated_at"] for t in chunk), key=_parse_ts)
-                newest = chunk_newest if newest is None or _parse_ts(chunk_newest) > _parse_ts(newest) else newest
-                done.update((str(t["id"]), t["updated_at"]) for t in chunk)
-                # Saved with the data: only tasks already applied count as done after a crash.
-                _apply_page(wh, project_key, chunk, users, host, summary, trust,
-                            {"ls_project_id": pid, "updated_at": newest, "listed_at": listed_at,
-                             "recent": _recent(done, newest, cfg.overlap_s)})
+            chunks = [fresh[i:i + cfg.page_size] for i in range(0, len(fresh), cfg.page_size)]
+            # One transaction per page_size tasks. The next chunk's annotations are fetched in a
+            # second thread while this one is parsed and written: Label Studio serializes while
+            # we decode, instead of taking turns. One HTTP request is in flight at a time.
+            with ThreadPoolExecutor(1, thread_name_prefix="sfr-sync-fetch") as fetcher:
+                pending = fetcher.submit(_attach_annotations, http, pid, chunks[0], cfg.page_size) if chunks else None
+                for k, chunk in enumerate(chunks):
+                    pending.result()
+                    need = {int(a["completed_by"]) for t in chunk for a in t.get("annotations", [])
+                            if isinstance(a.get("completed_by"), int)}
+                    if need - known_users - users.keys():
+                        users = {int(u["id"]): u.get("email") for u in http.get("/api/users/")}
+                    if k + 1 < len(chunks):
+                        pending = fetcher.submit(_attach_annotations, http, pid, chunks[k + 1], cfg.page_size)
+                    chunk_newest = max((t["updated_at"] for t in chunk), key=_parse_ts)
+                    newest = chunk_newest if newest is None or _parse_ts(chunk_newest) > _parse_ts(newest) else newest
+                    done.update((str(t["id"]), t["updated_at"]) for t in chunk)
+                    # Saved with the data: only tasks already applied count as done after a crash.
+                    _apply_page(wh, project_key, chunk, users, host, summary, trust,
+                                {"ls_project_id": pid, "updated_at": newest, "listed_at": listed_at,
+                                 "recent": _recent(done, newest, cfg.overlap_s)})
             summary.tasks_seen += len(fresh)
             if progress:
                 progress(len(fresh))
