@@ -28,15 +28,15 @@ sys.path.insert(0, str(ROOT))
 def run_one(home: Path, overrides: list[str]) -> dict:
     from pipelines.demo import DEMO_PRESET, DEMO_TRAIN, score_heldout
     from sfreward import registry
-    from sfreward.train.api import dataset_dir, latest_dataset
+    from warehouse.datasets import current_dataset_id, open_version
     from sfreward.train.config import load_config
     from sfreward.train.trainer import train
     from warehouse.workspace import Workspace
 
     ws = Workspace.open(home)
-    dataset_id = latest_dataset(ws)
+    dataset_id = current_dataset_id(ws, export="hf")
     out = ws.models / "_bench" / f"{dataset_id}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = load_config(None, DEMO_TRAIN + [f"data_dir={dataset_dir(ws, dataset_id)}", f"out_dir={out}",
+    cfg = load_config(None, DEMO_TRAIN + [f"data_dir={open_version(ws, dataset_id)}", f"out_dir={out}",
                                           "ckpt_every=0", "log_every=1000"] + overrides, preset=DEMO_PRESET)
     load0, t0 = os.getloadavg()[0], time.perf_counter()
     c0 = resource.getrusage(resource.RUSAGE_SELF)
