@@ -184,17 +184,25 @@ def stage_annotate(ws: Workspace, cfg: ScaleConfig) -> dict:
     bots = [b for b in default_bots() if b.name in BOTS][:cfg.overlap]
     with LSHttp(connection(ws)) as http:  # users first: concurrent creation would race
         register_annotators(ws, connection(ws).base_url, bots, ensure_users(http, bots))
+        before = _annotations_in_project(http, ws)
     with ProcessPoolExecutor(len(bots)) as pool:
         futs = {b.name: pool.submit(_one_bot, str(ws.home), b.name) for b in bots}
         out: dict = {name: f.result() for name, f in futs.items()}
     with LSHttp(connection(ws)) as http:  # what Label Studio holds now (all sittings together)
-        from annotation.push import project_id
-        p = http.get(f"/api/projects/{project_id(ws, PROJECT)}")
-    n_ann = int(p.get("total_annotations_number") or 0) + int(p.get("skipped_annotations_number") or 0)
+        n_ann = _annotations_in_project(http, ws)
     out["annotations_in_project"] = n_ann
     out["partial"] = any(isinstance(v, dict) and v.get("stopped_at_deadline") for v in out.values())
-    out["n"] = n_ann / cfg.overlap   # samples' worth of annotation work (per-sample CPU divides by it)
+    # Samples' worth of annotation work done in THIS sitting: per-sample CPU divides this
+    # sitting's CPU by it (a continued run's earlier sittings are in their own records).
+    out["n"] = (n_ann - before) / cfg.overlap
     return out
+
+
+def _annotations_in_project(http, ws: Workspace) -> int:
+    """Submitted plus skipped annotations in the bench project, as Label Studio counts them."""
+    from annotation.push import project_id
+    p = http.get(f"/api/projects/{project_id(ws, PROJECT)}")
+    return int(p.get("total_annotations_number") or 0) + int(p.get("skipped_annotations_number") or 0)
 
 
 def stage_sync(ws: Workspace, cfg: ScaleConfig) -> dict:
