@@ -20,6 +20,7 @@ PIXEL_STATS = {
 
 
 TEXT_ENCODERS = ("hash", "auto", "checkpoint", "transformer")
+REGION_INPUTS = ("all", "features")
 
 
 @dataclass
@@ -57,6 +58,11 @@ class SFRewardConfig:
     grounding: add the weight-free instruction grounding features of each region
         (sfreward.model.grounding: named place, named colours, tone operations against the
         region's pixels and centroid); for models without a language model (the demo's).
+    region_inputs: what the region head reads. 'all': pooled patch tokens, image mean, text,
+        area (+ the direct features with grounding). 'features' (needs grounding): only the
+        region's own features (pixel statistics, grounding features, kind, area); the patch
+        tokens and text then feed the image head alone. For a few hundred training samples,
+        where the token path overfits (the demo's).
     """
 
     backbone: str = "siglip"
@@ -73,6 +79,7 @@ class SFRewardConfig:
     pixel_diff: bool = True
     grounding: bool = False
     dropout: float = 0.0
+    region_inputs: str = "all"
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None
     backbone_source: dict | None = None
@@ -85,6 +92,11 @@ class SFRewardConfig:
             raise ValueError("image_size and hidden must be positive")
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {self.text_encoder!r}")
+        if self.region_inputs not in REGION_INPUTS:
+            raise ValueError(f"region_inputs must be one of {list(REGION_INPUTS)}, got {self.region_inputs!r}")
+        if self.region_inputs == "features" and not self.grounding:
+            raise ValueError("region_inputs='features' needs grounding=true (the grounding features are "
+                             "the head's only view of the instruction)")
         for name in ("pixel_mean", "pixel_std"):
             v = getattr(self, name)
             if v is not None and (len(v) != 3 or (name == "pixel_std" and min(v) <= 0)):

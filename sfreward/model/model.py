@@ -213,8 +213,10 @@ class SFRewardModel(nn.Module):
             nn.init.zeros_(self.grounding[2].weight)
             nn.init.zeros_(self.grounding[2].bias)
             n_direct = N_GROUNDING + N_REGION_STATS
-        # region input: region pool, image mean, text, area fraction (+ direct features)
-        self.region_head = _mlp(3 * h + 1 + n_direct, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
+        # region input: region pool, image mean, text, area fraction (+ direct features); with
+        # region_inputs='features' only the direct features, the kind (one-hot) and the area.
+        n_in = n_direct + len(KIND_IDS) + 2 if config.region_inputs == "features" else 3 * h + 1 + n_direct
+        self.region_head = _mlp(n_in, h, 5, config.dropout)  # s_mu, s_lv, p_mu, p_lv, weight
         self.image_head = _mlp(2 * h, h, 2, config.dropout)       # naturalness, artifacts
 
     # -- core --------------------------------------------------------------------------
@@ -266,7 +268,12 @@ class SFRewardModel(nn.Module):
         img = tokf.mean(1)                                                                 # [B, h]
         txt = self.text(instructions, tokf.device).to(tokf.dtype)                         # [B, h]
 
-        r = self.region_head(torch.cat([pooled, img[region_image], txt[region_image], area, *direct], -1))
+        if self.config.region_inputs == "features":
+            kind = region_kind if region_kind is not None else torch.zeros_like(region_image)
+            onehot = F.one_hot(kind.to(pooled.device), len(KIND_IDS) + 1).to(pooled.dtype)
+            r = self.region_head(torch.cat([onehot, area * 4.0, *direct], -1))
+        else:
+            r = self.region_head(torch.cat([pooled, img[region_image], txt[region_image], area, *direct], -1))
         s_mu, p_mu = torch.sigmoid(r[:, 0]), torch.sigmoid(r[:, 2])
         s_lv = r[:, 1].clamp(LOGVAR_MIN, LOGVAR_MAX)
         p_lv = r[:, 3].clamp(LOGVAR_MIN, LOGVAR_MAX)

@@ -8,7 +8,9 @@ preset name is recorded in the training config, hence in the registry lineage.
 
 - tiny:  random-init SigLIP-shaped encoder at 64 px, hashed text; the unit tests' model.
 - demo:  the CPU demo's model (`sfr demo`), random init, hashed text, instruction grounding
-         features (sfreward.model.grounding) and dropout; carries the demo's training settings.
+         features (sfreward.model.grounding) and dropout; its region head reads only the
+         region's own features (`region_inputs="features"`: pixel statistics, grounding, kind,
+         area), the patch tokens feed the image head; carries the demo's training settings.
 - base:  SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; pass the local
          checkpoint folder as `model.backbone_path` (its own image size and patch win).
 - large: SigLIP so400m class (patch 14, 1152 wide, 27 layers) at 384 px (27 x 27 tokens).
@@ -43,14 +45,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            model=dict(backbone="siglip", backbone_config=dict(TINY_BACKBONE), image_size=64,
                       hidden=96, text_encoder="hash", pixel_diff=True)),
     # The demo's model and training (`sfr demo` trains with this preset). Without a language
-    # model and with ~160 training samples, it reads the instruction through the weight-free
-    # grounding features (model.grounding) and needs dropout against overfitting; see
-    # benchmarks/results/demo_seeds.md (1,000 steps: SRCC vs truth 0.63-0.69 on seeds 0-2).
+    # model and with ~200 training samples, it reads the instruction through the weight-free
+    # grounding features (model.grounding); the patch tokens and hashed text overfit that few
+    # samples, so the region head reads only the region's own features (region_inputs) and
+    # trains at a higher lr, bad regions weighted x3 in the loss (localization is about them);
+    # see benchmarks/results/demo_seeds.md.
     Preset("demo", "the CPU demo model: random-init small encoder at 64 px, hashed text, "
-                   "instruction grounding features",
+                   "instruction grounding features, region head on region features",
            model=dict(backbone="siglip", backbone_config=dict(TINY_BACKBONE), image_size=64,
-                      hidden=96, text_encoder="hash", pixel_diff=True, grounding=True, dropout=0.3),
-           train=dict(max_steps=1000, batch_size=12, lr=1.5e-3, warmup_steps=20, rank_weight=0.5)),
+                      hidden=96, text_encoder="hash", pixel_diff=True, grounding=True, dropout=0.3,
+                      region_inputs="features"),
+           train=dict(max_steps=1000, batch_size=12, lr=5e-3, warmup_steps=20, rank_weight=0.5, bad_weight=3.0)),
     Preset("base", "SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; "
                    "model.backbone_path=<local folder> for pretrained weights",
            model=dict(backbone="siglip", backbone_config=dict(SIGLIP_BASE), image_size=None,

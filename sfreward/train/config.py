@@ -45,6 +45,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     nll_beta: float = 0.5         # beta-NLL: weight the Gaussian NLL by var^beta (stops the
                                   # variance from absorbing errors the mean should fix)
+    bad_weight: float = 1.0       # region-loss weight of bad regions (target min(success, preserve)
+                                  # below 12.5 of 25): they are few, and localization is about them
     rank_weight: float = 0.5      # within-group pairwise ranking loss
     rank_margin: float = 2.5      # target gap (0..25) for a pair to count
     rank_scale: float = 10.0      # logistic scale on normalized score differences
@@ -63,6 +65,8 @@ class TrainConfig:
     num_threads: int = 0          # torch CPU threads (0 = torch default)
 
     def __post_init__(self) -> None:
+        if self.bad_weight <= 0:
+            raise ValueError(f"bad_weight must be > 0, got {self.bad_weight}")
         if self.label_mode not in ("region", "image"):
             raise ValueError(f"label_mode must be 'region' or 'image', got {self.label_mode!r}")
         for name in ("batch_size", "grad_accum", "max_steps"):

@@ -45,15 +45,26 @@ def gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def gaussian_nll_sum(mu: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor,
-                     beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     beta: float, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Beta-NLL (Seitzer et al. 2022) summed over valid targets. mu, logvar, target: [R]
-    (target on 0..25, NaN = missing). Returns (sum, count)."""
-    valid = ~torch.isnan(target)
+    (target on 0..25, NaN = missing); weight: optional [R] per-region weights. Returns
+    (weighted sum, weighted count)."""
+    valid = (~torch.isnan(target)).to(mu.dtype)
+    if weight is not None:
+        valid = valid * weight.to(mu.dtype)
     t = torch.nan_to_num(target / REWARD_MAX)
     nll = 0.5 * (logvar + (t - mu) ** 2 * torch.exp(-logvar))
     if beta > 0:
         nll = nll * torch.exp(logvar).detach() ** beta
     return (nll * valid).sum(), valid.sum()
+
+
+def bad_region_weight(targets: torch.Tensor, bad_weight: float, bad_threshold: float = 12.5) -> torch.Tensor:
+    """Per-region loss weights [R]: `bad_weight` where the target phi = min(success, preserve)
+    (preserve alone where success is not rated) is below `bad_threshold` (0..25), else 1.
+    targets: [R, 2] (success, preserve) on 0..25, NaN = not rated."""
+    phi = torch.where(torch.isnan(targets[:, 0]), targets[:, 1], torch.fmin(targets[:, 0], targets[:, 1]))
+    return torch.where(phi < bad_threshold, torch.full_like(phi, bad_weight), torch.ones_like(phi))
 
 
 def mse_sum(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

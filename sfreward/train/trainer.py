@@ -173,8 +173,9 @@ def compute_loss(model, batch: dict, cfg: TrainConfig, device: torch.device, amp
     tg = batch["targets"].to(device)
     itg = batch["image_targets"].to(device)
     w = losses.world()
-    nll_s, nll_n = losses.gaussian_nll_sum(out["success_mu"], out["success_logvar"], tg[:, 0], cfg.nll_beta)
-    nll_p, nll_pn = losses.gaussian_nll_sum(out["preserve_mu"], out["preserve_logvar"], tg[:, 1], cfg.nll_beta)
+    weight = losses.bad_region_weight(tg, cfg.bad_weight) if cfg.bad_weight != 1.0 else None
+    nll_s, nll_n = losses.gaussian_nll_sum(out["success_mu"], out["success_logvar"], tg[:, 0], cfg.nll_beta, weight)
+    nll_p, nll_pn = losses.gaussian_nll_sum(out["preserve_mu"], out["preserve_logvar"], tg[:, 1], cfg.nll_beta, weight)
     img_pred = torch.stack([out["overall"], out["naturalness"], out["artifacts"]], 1)
     img_s, img_n = losses.mse_sum(img_pred, itg)
     rank_s, rank_n, rank_rep = (torch.zeros((), device=device),) * 3

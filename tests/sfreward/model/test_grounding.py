@@ -67,3 +67,41 @@ def test_model_with_grounding_saves_and_loads(tmp_path):
     out2 = again.predict(big[0], big[1], ["Make the orange region in the upper left cyan."], [m])
     assert torch.equal(out["success"], out2["success"])
     assert not any(k.startswith("grounding.") for k in SFRewardModel(SFRewardConfig()).state_dict())
+
+
+def test_features_only_region_head_reads_no_tokens_or_text(tmp_path):
+    """region_inputs='features': the region scores depend on the region's own pixels, its
+    grounding features and kind, never on pixels outside the regions' footprint or on words
+    outside the grounding lexicon; the image head still reads the patch tokens. Saved and
+    reloaded, it scores the same."""
+    torch.manual_seed(0)
+    model = SFRewardModel(SFRewardConfig(grounding=True, region_inputs="features")).eval()
+    src, edt, masks, _ = _scene()
+    big = [torch.nn.functional.interpolate(x, size=64) for x in (src, edt)]
+    m = torch.nn.functional.interpolate(masks[None], size=64)[0] > 0.5
+    text = "Make the orange region in the upper left cyan."
+    out = model.predict(big[0], big[1], [text], [m])
+    # Pixels outside every region change (in both images alike), the instruction gains words
+    # outside the lexicon: region scores stay, the image-level scores move.
+    src2, edt2 = big[0].clone(), big[1].clone()
+    assert not m[:, 26:38].any()                   # a band well away from both regions
+    src2[0, :, 28:36] = edt2[0, :, 28:36] = 0.2
+    out2 = model.predict(src2, edt2, [text + " Please keep the watermark."], [m])
+    for key in ("success", "preserve", "success_std", "preserve_std"):
+        assert torch.allclose(out[key], out2[key], atol=1e-6), key
+    assert not torch.allclose(out["naturalness"], out2["naturalness"])
+    # The grounding features do reach the head: another named place moves the scores.
+    out3 = model.predict(big[0], big[1], ["Make the orange region in the lower right cyan."], [m])
+    assert not torch.allclose(out["success"], out3["success"])
+    model.save_pretrained(tmp_path)
+    again = SFRewardModel.from_pretrained(tmp_path)
+    assert again.config.region_inputs == "features"
+    assert torch.equal(again.predict(big[0], big[1], [text], [m])["success"], out["success"])
+
+
+def test_features_only_needs_grounding():
+    import pytest
+    with pytest.raises(ValueError, match="grounding"):
+        SFRewardConfig(region_inputs="features")
+    with pytest.raises(ValueError, match="region_inputs"):
+        SFRewardConfig(grounding=True, region_inputs="tokens")
