@@ -267,11 +267,13 @@ def _parse_brush(reg: ParsedRegion, item: dict, value: dict, width: int, height:
     reg.rle, reg.bbox, reg.area = summary
 
 
-@functools.lru_cache(maxsize=2048)
+@functools.lru_cache(maxsize=128)
 def _brush_summary(rle: tuple, height: int, width: int) -> tuple[str, tuple[int, int, int, int], int] | None:
     """Brush RLE -> (warehouse RLE JSON, bbox xyxy, area in pixels), None for an empty mask.
     Cached by content: the annotators of one task mostly keep the prefilled masks, so a sync
-    sees each mask about three times (a third of a sync's CPU was decoding them again)."""
+    sees each mask about three times (a third of a sync's CPU was decoding them again). The
+    annotations of one task are parsed together, so a small cache catches the repeats; its size
+    bounds the memory it holds (an RLE of a large image can take megabytes)."""
     m = rle_to_mask(list(rle), height, width)
     if not m.any():
         return None
