@@ -67,23 +67,21 @@ def make_batch(folder: Path, n: int, tag: str) -> Path:
 
 
 def add_regions(wh: Warehouse, batch_id: str) -> None:
+    """Fixed boxes per group, stored through the region store (as the PostgreSQL fault test does)."""
+    from sfreward.regions.base import ProposerConfig, Region
+    from sfreward.regions.store import save_region_set
+
     edit = np.zeros((SIZE, SIZE), bool)
     edit[8:40, 10:40] = True
     context = np.zeros((SIZE, SIZE), bool)
     context[48:, :32] = True
-    bg = ~(edit | context)
+    parts = [("edit", edit), ("context", context), ("background", ~(edit | context))]
+    cfg = ProposerConfig()   # the classical proposer's config: push picks region sets by group
     groups = wh.query("SELECT DISTINCT group_id, source_sha256 FROM samples WHERE batch_id = ?", [batch_id])
-    rsets, regs = [], []
     for gid, sha in groups:
-        sid = f"rs-{gid}"
-        rsets.append((sid, gid, sha))
-        for idx, (kind, m) in enumerate([("edit", edit), ("context", context), ("background", bg)]):
-            regs.append((f"{sid}:{idx}", sid, idx, kind, masks.to_json(masks.encode(m)), *masks.bbox_xyxy(m), int(m.sum())))
-    with wh.write() as con:
-        con.executemany("INSERT INTO region_sets (region_set_id, group_id, proposer, config_hash, config, image_sha256, "
-                        f"height, width, n_regions) VALUES (?, ?, 'bench', 'h0', '{{}}', ?, {SIZE}, {SIZE}, 3)", rsets)
-        con.executemany("INSERT INTO regions (region_id, region_set_id, idx, kind, rle, x1, y1, x2, y2, area, proposed_on) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'source')", regs)
+        regions = [Region(kind, m, masks.bbox_xyxy(m), int(m.sum()), "source", "bench", cfg.config_hash())
+                   for kind, m in parts]
+        save_region_set(wh, gid, sha, (SIZE, SIZE), regions, cfg)
 
 
 def full_result(pred: list[dict], stars: int) -> list[dict]:
