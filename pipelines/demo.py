@@ -33,7 +33,7 @@ telemetry:
 # The demo's model and its training settings are the `demo` preset (sfreward.model.presets); on
 # top of it only this machine setting (`sfr train --set` keys; user overrides come after these).
 # One thread: the small model's steps gain nothing from a second thread on the 2-core machine
-# (1,000 steps: ~45 s of CPU with one thread, ~120 s with two, spinning under load).
+# (1,000 steps: ~65 s of CPU with one thread at 128 px, patch 16; a second thread spins under load).
 DEMO_PRESET = "demo"
 DEMO_TRAIN = ["num_threads=1"]
 

@@ -63,6 +63,13 @@ class SFRewardConfig:
         region's own features (pixel statistics, grounding features, kind, area); the patch
         tokens and text then feed the image head alone. For a few hundred training samples,
         where the token path overfits (the demo's).
+    features_version: the region's direct features. 1: pixel statistics (region_pixel_stats) and
+        the grounding features (models saved before version 2 have exactly these). 2: adds
+        structure statistics on luma (standard deviations, their log ratio, correlation of edited
+        with source and of their high-frequency parts: how badly a region was damaged, not only
+        that it changed), the completion of the asked change, and how well the region matches
+        the instruction's description against the other regions of its image
+        (sfreward.model.grounding).
     """
 
     backbone: str = "siglip"
@@ -80,6 +87,7 @@ class SFRewardConfig:
     grounding: bool = False
     dropout: float = 0.0
     region_inputs: str = "all"
+    features_version: int = 1
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None
     backbone_source: dict | None = None
@@ -94,6 +102,8 @@ class SFRewardConfig:
             raise ValueError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {self.text_encoder!r}")
         if self.region_inputs not in REGION_INPUTS:
             raise ValueError(f"region_inputs must be one of {list(REGION_INPUTS)}, got {self.region_inputs!r}")
+        if self.features_version not in (1, 2):
+            raise ValueError(f"features_version must be 1 or 2, got {self.features_version!r}")
         if self.region_inputs == "features" and not self.grounding:
             raise ValueError("region_inputs='features' needs grounding=true (the grounding features are "
                              "the head's only view of the instruction)")

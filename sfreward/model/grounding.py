@@ -42,6 +42,7 @@ DESATURATE = ("black and white", "remove the color", "remove the colour", "desat
 BRIGHTEN = ("brighten", "brighter", "lighter", "lighten")
 DARKEN = ("darken", "darker")
 N_GROUNDING = 14
+N_COMPLETION = 3
 
 
 @dataclass
@@ -103,7 +104,7 @@ def rgb_to_vec(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean: torch.Tensor,
-                       centroid: torch.Tensor, region_image: torch.Tensor) -> torch.Tensor:
+                       centroid: torch.Tensor, region_image: torch.Tensor, completion: bool = False) -> torch.Tensor:
     """Per-region grounding features [R, N_GROUNDING].
 
     src_mean, edt_mean: mean colour [R, 3] (0..1) of each region in the source / edited image;
@@ -112,6 +113,17 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     colour; named target colour, its distance to the edited and to the source colour; brighten,
     darken, desaturate flags and the change of value / saturation in the asked direction;
     the region's centroid (x, y).
+    completion=True appends N_COMPLETION columns. First, how much of the asked change was made,
+    as a share of what was possible: for a recolour, the share of the source colour's distance
+    to the target colour that the edit covered; for brighten / darken / remove the colour, the
+    change of value / saturation over the headroom the source had (1 - value, value,
+    saturation). 1 = all the way, 0 = nothing, < 0 = the other way: a partial edit is a
+    fraction, whatever the region's starting colour. Then which region of its image the
+    instruction describes: the region's distance to the description (named place + named
+    colour) minus the smallest such distance in its image, and a flag for the best match. A
+    distance alone is ambiguous (a large region's centroid is far from every corner); only
+    against the image's other regions does it say "this is the region the edit was for", which
+    decides whether the region is judged as the edit or as context to preserve.
     """
     dev, dt = src_mean.device, src_mean.dtype
     rows = []
@@ -134,8 +146,19 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     dv = (ve[:, 2:3] - vs[:, 2:3])
     ds = ve[:, :2].norm(dim=1, keepdim=True) - vs[:, :2].norm(dim=1, keepdim=True)
     asked = bri * dv - dar * dv - des * ds
-    return torch.cat([has_place, d_place, has_rc, d_rc, has_tc, d_tc_e, d_tc_s, bri, dar, des, asked,
-                      (bri + dar + des).clamp(max=1) * asked.abs(), centroid], 1)
+    out = [has_place, d_place, has_rc, d_rc, has_tc, d_tc_e, d_tc_s, bri, dar, des, asked,
+           (bri + dar + des).clamp(max=1) * asked.abs(), centroid]
+    if completion:
+        eps = 0.05   # keeps a region already at its limit (white, black, grey) finite
+        v_s, sat_s = vs[:, 2:3], vs[:, :2].norm(dim=1, keepdim=True)
+        done = (has_tc * (d_tc_s - d_tc_e) / (d_tc_s + eps) + bri * dv / (1 - v_s + eps)
+                - dar * dv / (v_s + eps) - des * ds / (sat_s + eps))
+        match = d_place + d_rc                                                    # [R, 1]
+        best = torch.full((int(region_image.max()) + 1 if len(region_image) else 0,), float("inf"),
+                          dtype=match.dtype, device=dev).scatter_reduce(0, region_image, match[:, 0], "amin")
+        rel = match - best[region_image][:, None]
+        out += [done.clamp(-2.0, 2.0), rel, (rel < 1e-6).to(dt)]
+    return torch.cat(out, 1)
 
 
 def region_geometry(region_masks: torch.Tensor, region_image: torch.Tensor, sources: torch.Tensor,

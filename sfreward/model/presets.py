@@ -7,10 +7,11 @@ NAME` starts from the preset; a config file and `--set` overrides still win over
 preset name is recorded in the training config, hence in the registry lineage.
 
 - tiny:  random-init SigLIP-shaped encoder at 64 px, hashed text; the unit tests' model.
-- demo:  the CPU demo's model (`sfr demo`), random init, hashed text, instruction grounding
-         features (sfreward.model.grounding) and dropout; its region head reads only the
-         region's own features (`region_inputs="features"`: pixel statistics, grounding, kind,
-         area), the patch tokens feed the image head; carries the demo's training settings.
+- demo:  the CPU demo's model (`sfr demo`), random init at 128 px (patch 16), hashed text,
+         instruction grounding features (sfreward.model.grounding) and dropout; its region
+         head reads only the region's own features (`region_inputs="features"`, version 2:
+         pixel and structure statistics, grounding and edit completion, kind, area), the patch
+         tokens feed the image head; carries the demo's training settings.
 - base:  SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; pass the local
          checkpoint folder as `model.backbone_path` (its own image size and patch win).
 - large: SigLIP so400m class (patch 14, 1152 wide, 27 layers) at 384 px (27 x 27 tokens).
@@ -35,6 +36,7 @@ class Preset:
     train: dict = field(default_factory=dict)    # TrainConfig defaults implied by the preset
 
 
+DEMO_BACKBONE = {**TINY_BACKBONE, "patch_size": 16}
 SIGLIP_BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                    num_attention_heads=12, patch_size=16, image_size=384)
 SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
@@ -47,15 +49,19 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # The demo's model and training (`sfr demo` trains with this preset). Without a language
     # model and with ~200 training samples, it reads the instruction through the weight-free
     # grounding features (model.grounding); the patch tokens and hashed text overfit that few
-    # samples, so the region head reads only the region's own features (region_inputs) and
-    # trains at a higher lr, bad regions weighted x3 in the loss (localization is about them);
-    # see benchmarks/results/demo_seeds.md.
-    Preset("demo", "the CPU demo model: random-init small encoder at 64 px, hashed text, "
-                   "instruction grounding features, region head on region features",
-           model=dict(backbone="siglip", backbone_config=dict(TINY_BACKBONE), image_size=64,
+    # samples, so the region head reads only the region's own features (region_inputs), version 2
+    # of them (structure statistics, edit completion, image-relative match). Its pixel statistics
+    # need the demo's full 128 px (damage such as noise halves at 64 px); patch 16 keeps the
+    # encoder at 8 x 8 tokens, as cheap as 64 px at patch 8. Training at a high lr, bad regions
+    # weighted x3 and the regions of each image ranked against each other (localization is about
+    # them); see benchmarks/results/demo_seeds.md.
+    Preset("demo", "the CPU demo model: random-init small encoder at 128 px (patch 16), hashed text, "
+                   "instruction grounding features, region head on region features (version 2)",
+           model=dict(backbone="siglip", backbone_config=dict(DEMO_BACKBONE), image_size=128,
                       hidden=96, text_encoder="hash", pixel_diff=True, grounding=True, dropout=0.3,
-                      region_inputs="features"),
-           train=dict(max_steps=1000, batch_size=12, lr=5e-3, warmup_steps=20, rank_weight=0.5, bad_weight=3.0)),
+                      region_inputs="features", features_version=2),
+           train=dict(max_steps=1000, batch_size=12, lr=5e-3, warmup_steps=20, rank_weight=0.5, bad_weight=3.0,
+                      loc_rank_weight=1.0)),
     Preset("base", "SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; "
                    "model.backbone_path=<local folder> for pretrained weights",
            model=dict(backbone="siglip", backbone_config=dict(SIGLIP_BASE), image_size=None,

@@ -48,6 +48,10 @@ class TrainConfig:
     bad_weight: float = 1.0       # region-loss weight of bad regions (target min(success, preserve)
                                   # below 12.5 of 25): they are few, and localization is about them
     rank_weight: float = 0.5      # within-group pairwise ranking loss
+    ema_decay: float = 0.0        # save an exponential moving average of the weights (0 = the
+                                  # last step's weights); e.g. 0.99 averages ~the last 100 steps
+    loc_rank_weight: float = 0.0  # pairwise ranking of regions within one image by phi (the
+                                  # localization metric's question: which region went wrong)
     rank_margin: float = 2.5      # target gap (0..25) for a pair to count
     rank_scale: float = 10.0      # logistic scale on normalized score differences
     image_weight: float = 0.5     # naturalness / artifacts / overall loss weight
@@ -72,9 +76,11 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("freeze_backbone_steps", "lora_rank"):
+        for name in ("freeze_backbone_steps", "lora_rank", "loc_rank_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.layer_lr_decay <= 1.0:
             raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.preset:

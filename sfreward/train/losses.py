@@ -63,7 +63,7 @@ def bad_region_weight(targets: torch.Tensor, bad_weight: float, bad_threshold: f
     """Per-region loss weights [R]: `bad_weight` where the target phi = min(success, preserve)
     (preserve alone where success is not rated) is below `bad_threshold` (0..25), else 1.
     targets: [R, 2] (success, preserve) on 0..25, NaN = not rated."""
-    phi = torch.where(torch.isnan(targets[:, 0]), targets[:, 1], torch.fmin(targets[:, 0], targets[:, 1]))
+    phi = target_phi(targets)
     return torch.where(phi < bad_threshold, torch.full_like(phi, bad_weight), torch.ones_like(phi))
 
 
@@ -104,4 +104,33 @@ def pairwise_rank(pred: torch.Tensor, target: torch.Tensor, key: torch.Tensor, s
         loss = loss + (l * (pairs & involve)).sum()
         count = count + pairs.sum()
         report = report + (l.detach() * pairs).sum()
+    return loss, count, report
+
+
+def target_phi(targets: torch.Tensor) -> torch.Tensor:
+    """phi = min(success, preserve) of targets [R, 2] (0..25), preserve alone where success is
+    not rated (the background); NaN where neither is. -> [R]."""
+    return torch.where(torch.isnan(targets[:, 0]), targets[:, 1], torch.fmin(targets[:, 0], targets[:, 1]))
+
+
+def localization_rank(success: torch.Tensor, preserve: torch.Tensor, targets: torch.Tensor,
+                      region_image: torch.Tensor, margin: float, scale: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logistic ranking loss over pairs of regions of the *same image* whose target phi differs
+    by more than `margin` (0..25 units): the worse region must score lower. This is what the
+    localization metric (sfreward.evaluate) measures: which region of an edit went wrong.
+
+    success, preserve: predicted means [R] (0..1); targets [R, 2] on 0..25 (NaN = not rated);
+    region_image: [R] image index. An image's regions are all on one rank, so no gathering is
+    needed: returns (local sum to differentiate, global count of pairs, global sum for reporting)."""
+    t = target_phi(targets)
+    pred = torch.where(torch.isnan(targets[:, 0]), preserve, torch.minimum(success, preserve))
+    valid = ~torch.isnan(t)
+    tn = torch.nan_to_num(t)
+    pairs = ((region_image[:, None] == region_image[None, :]) & valid[:, None] & valid[None, :]
+             & ((tn[:, None] - tn[None, :]) > margin))
+    l = F.softplus(-scale * (pred[:, None] - pred[None, :]))
+    loss = (l * pairs).sum()
+    count = all_sum(pairs.sum().float())
+    report = all_sum(loss.detach())
     return loss, count, report

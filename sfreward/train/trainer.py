@@ -184,27 +184,57 @@ def compute_loss(model, batch: dict, cfg: TrainConfig, device: torch.device, amp
         rank_s, rank_n, rank_rep = losses.pairwise_rank(
             pred, tg, batch["region_key"].to(device), batch["region_sample"].to(device),
             cfg.rank_margin, cfg.rank_scale)
+    loc_s, loc_n, loc_rep = (torch.zeros((), device=device),) * 3
+    if cfg.loc_rank_weight > 0:
+        loc_s, loc_n, loc_rep = losses.localization_rank(
+            out["success_mu"], out["preserve_mu"], tg, batch["region_image"].to(device),
+            cfg.rank_margin, cfg.rank_scale)
     n_reg = losses.all_sum((nll_n + nll_pn).float()).clamp_min(1)
     n_img = losses.all_sum(img_n.float()).clamp_min(1)
     n_pairs = rank_n.float().clamp_min(1)
     loss = w * ((nll_s + nll_p) / n_reg + cfg.image_weight * img_s / n_img
-                + cfg.rank_weight * rank_s / n_pairs)
+                + cfg.rank_weight * rank_s / n_pairs + cfg.loc_rank_weight * loc_s / loc_n.clamp_min(1))
     rep = losses.all_sum(torch.stack([(nll_s + nll_p).detach(), img_s.detach()]))
     return loss, {"nll": float(rep[0] / n_reg), "image_mse": float(rep[1] / n_img),
-                  "rank": float(rank_rep / n_pairs), "pairs": int(rank_n)}
+                  "rank": float(rank_rep / n_pairs), "pairs": int(rank_n),
+                  "loc_rank": float(loc_rep / loc_n.clamp_min(1)), "loc_pairs": int(loc_n)}
 
 
 def _checkpoints(out_dir: Path) -> list[Path]:
     return sorted((out_dir / "checkpoints").glob("step-*.pt"))
 
 
-def save_checkpoint(out_dir: Path, step: int, model, opt, sched, cfg: TrainConfig) -> Path:
+class WeightEMA:
+    """Exponential moving average of the model's floating-point weights (cfg.ema_decay), the
+    weights saved at the end: with few samples and a high learning rate the last iterate is
+    noisy, and the average of the last few hundred steps ranks regions more steadily.
+    The decay ramps up as min(decay, (1 + step) / (10 + step)) so the early, random weights
+    fade quickly."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.detach(), 1 - d)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict({**model.state_dict(), **self.shadow})
+
+
+def save_checkpoint(out_dir: Path, step: int, model, opt, sched, cfg: TrainConfig,
+                    ema: WeightEMA | None = None) -> Path:
     d = out_dir / "checkpoints"
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"step-{step:07d}.pt"
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": _rng_state(), "config": cfg.to_dict()}, tmp)
+                "scheduler": sched.state_dict(), "rng": _rng_state(), "config": cfg.to_dict(),
+                "ema": ema.shadow if ema else None}, tmp)
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated "latest" checkpoint
     for old in _checkpoints(out_dir)[:-max(1, cfg.keep_checkpoints)]:
         old.unlink(missing_ok=True)
@@ -229,11 +259,17 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
     groups = [str(r.get("group_id") or r["sample_id"]) for r in ds.rows]
     model.to(device).train()
     opt, sched = build_optimizer(model, cfg)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     step = 0
     ckpts = _checkpoints(out_dir) if cfg.resume else []
     if ckpts:
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
+        if ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"{ckpts[-1]}: checkpoint saved without ema_decay; resume with the "
+                                 "same training config, or start a fresh out_dir")
+            ema.shadow = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
@@ -265,6 +301,8 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model, step)
         step += 1
         last = {"step": step, "lr": max(sched.get_last_lr()), **parts,  # the heads' lr (scale 1)
                 "step_time_s": (time.perf_counter() - t0) / max(1, step)}
@@ -275,13 +313,15 @@ def train(cfg: TrainConfig, report: Callable[[dict], None] | None = None) -> Tra
                 report(dict(last))
         if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.max_steps:
             if rank == 0:
-                save_checkpoint(out_dir, step, model, opt, sched, cfg)
+                save_checkpoint(out_dir, step, model, opt, sched, cfg, ema)
             if world > 1:
                 dist.barrier()
     if step < cfg.max_steps and rank == 0:  # interrupted on purpose: leave a resumable state
-        save_checkpoint(out_dir, step, model, opt, sched, cfg)
+        save_checkpoint(out_dir, step, model, opt, sched, cfg, ema)
     result = TrainResult(out_dir=out_dir, model_dir=None, step=step, metrics={**last, "world_size": world})
     if step >= cfg.max_steps and rank == 0:
+        if ema is not None:
+            ema.copy_to(model)
         result.model_dir = finish(model, cfg, ds, out_dir, result.metrics)
         if report:
             report({"final": True, **result.metrics})

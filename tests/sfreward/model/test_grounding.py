@@ -105,3 +105,27 @@ def test_features_only_needs_grounding():
         SFRewardConfig(region_inputs="features")
     with pytest.raises(ValueError, match="region_inputs"):
         SFRewardConfig(grounding=True, region_inputs="tokens")
+
+
+def test_version_2_features_measure_completion_and_the_best_match():
+    from sfreward.model.grounding import N_COMPLETION
+    src = torch.zeros(2, 3, 32, 32)
+    src[:, :, :, :] = torch.tensor([0.2, 0.2, 0.6])[:, None, None]     # dark blue everywhere
+    edt = src.clone()
+    edt[0, :, :12, :12] = 0.6 + 0.4 * src[0, :, :12, :12]               # image 0: top-left brightened
+    edt[1, :, :12, :12] = src[1, :, :12, :12] * 0.5                     # image 1: darkened instead
+    masks = torch.zeros(4, 32, 32)
+    masks[[0, 2], :12, :12] = 1
+    masks[[1, 3], 20:, 20:] = 1
+    idx = torch.tensor([0, 0, 1, 1])
+    s, e, c = region_geometry(masks, idx, src, edt)
+    text = "Brighten the blue region in the upper left."
+    f = grounding_features([text, text], s, e, c, idx, completion=True)
+    assert f.shape == (4, N_GROUNDING + N_COMPLETION)
+    done, rel, best = f[:, -3], f[:, -2], f[:, -1]
+    # brightened from value 0.6 to 0.84 of a headroom of 0.4: ~60% done; darkened: negative
+    assert 0.45 < float(done[0]) < 0.75 and float(done[2]) < -0.5 and float(done[1]) == 0.0
+    # the top-left region is the best match in each image, by its own image's regions only
+    assert best.tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert float(rel[0]) == 0.0 and float(rel[1]) > 0.5
+    assert torch.equal(f[:, :N_GROUNDING], grounding_features([text, text], s, e, c, idx))

@@ -210,3 +210,46 @@ def test_predict_keeps_the_training_mode(model):
     eval_out = model.predict(x, x, ["a"], m)
     assert not any(mod.training for mod in model.modules())
     torch.testing.assert_close(train_out["success"], eval_out["success"])  # scored in eval mode both times
+
+
+def test_region_pixel_stats_pool_each_region_over_its_own_image():
+    from sfreward.model.model import N_REGION_STATS, region_pixel_stats
+    src = _photos(2)
+    edt = src.clone()
+    edt[1, :, :32] = (edt[1, :, :32] + 0.3).clamp(0, 1)          # image 1's top half brightened
+    top = torch.zeros(S, S, dtype=torch.bool)
+    top[:32] = True
+    m = torch.stack([top, ~top, top, ~top])
+    st = region_pixel_stats(src, edt, m, torch.tensor([0, 0, 1, 1]))
+    assert st.shape == (4, N_REGION_STATS)
+    assert float(st[:2, :3].abs().max()) == 0.0                  # image 0 unchanged
+    assert float(st[2, :3].mean()) > 0.1 and float(st[3, :3].abs().max()) == 0.0
+    # the mean source colour (last 3 columns) is the region's own
+    assert torch.allclose(st[2, -3:], src[1, :, :32].mean((1, 2)), atol=1e-5)
+
+
+def test_structure_stats_tell_damage_from_a_tone_change():
+    """On a real photo: noise and blur break the correlation of the high-frequency part, a
+    contrast loss shows in the deviation ratio, a brightness shift keeps the structure."""
+    from sfreward.model.model import N_REGION_STATS, region_pixel_stats
+    from scipy import ndimage
+    src = _photos(1).repeat(4, 1, 1, 1)
+    q = torch.zeros(4, S, S, dtype=torch.bool)                      # the quadrant each image damages
+    for i, (y, x) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
+        q[i, y:y + 32, x:x + 32] = True
+    edt = src.clone()
+    g = torch.Generator().manual_seed(0)
+    noisy = (src[0] + 0.15 * torch.randn(src[0].shape, generator=g)).clamp(0, 1)
+    blurred = torch.from_numpy(ndimage.gaussian_filter(src[1].numpy(), (0, 2, 2)))
+    low = src[2].mean() + (src[2] - src[2].mean()) * 0.3
+    bright = (src[3] + 0.15).clamp(0, 1)
+    for i, new in enumerate([noisy, blurred, low, bright]):
+        edt[i][:, q[i]] = new[:, q[i]]
+    st = region_pixel_stats(src, edt, q, torch.arange(4), structure=True)[:, N_REGION_STATS:]
+    sd_e, sd_s, ratio, corr, hcorr = st.unbind(1)
+    assert max(hcorr[0], hcorr[1]) < 0.7 < 0.85 < min(hcorr[2], hcorr[3])   # noise, blur vs tone
+    assert ratio[2] < -0.7 and corr[2] > 0.95                       # contrast loss: same structure
+    assert ratio[1] < -0.2                                          # blur lowers the deviation too
+    assert corr[3] > 0.95 and abs(float(ratio[3])) < 0.15           # brightness: structure kept
+    unchanged = region_pixel_stats(src, src, q, torch.arange(4), structure=True)[:, N_REGION_STATS:]
+    assert torch.allclose(unchanged[:, 2:], torch.tensor([0.0, 1.0, 1.0]).expand(4, 3), atol=1e-4)

@@ -36,3 +36,30 @@ def test_weighted_nll_is_a_weighted_mean():
 def test_bad_weight_must_be_positive():
     with pytest.raises(ValueError, match="bad_weight"):
         TrainConfig(bad_weight=0.0)
+
+
+def test_localization_rank_pairs_regions_of_one_image_by_phi():
+    nan = float("nan")
+    # image 0: an intact context region, a damaged one, an intact background; image 1: two regions
+    t = torch.tensor([[24.0, 24.0], [20.0, 5.0], [nan, 25.0],
+                      [20.0, 20.0], [nan, 21.0]])
+    img = torch.tensor([0, 0, 0, 1, 1])
+    s = torch.tensor([0.9, 0.9, 0.5, 0.8, 0.5], requires_grad=True)
+    p = torch.tensor([0.9, 0.95, 0.9, 0.8, 0.8], requires_grad=True)
+    loss, count, report = losses.localization_rank(s, p, t, img, margin=2.5, scale=10.0)
+    # pairs: (0 > 1) and (2 > 1) in image 0; image 1's gap (1) is under the margin; none across images
+    assert float(count) == 2
+    # predicted phi: 0.9, 0.9 (min of 0.9, 0.95), 0.9 (background: preserve alone)
+    assert math.isclose(float(loss.detach()), 2 * math.log(2), rel_tol=1e-5)
+    assert math.isclose(float(report), float(loss.detach()), rel_tol=1e-6)
+    loss.backward()
+    # the damaged region is pushed down through its binding score (success 0.9 < preserve 0.95)
+    assert float(s.grad[1]) > 0 and float(p.grad[1]) == 0
+    assert float(p.grad[0]) < 0 or float(s.grad[0]) < 0   # the good one is pushed up
+    assert float(s.grad[2]) == 0 and float(p.grad[2]) < 0  # background: preserve alone
+    assert float(s.grad[3]) == 0 and float(s.grad[4]) == 0
+
+
+def test_localization_rank_weight_must_not_be_negative():
+    with pytest.raises(ValueError, match="loc_rank_weight"):
+        TrainConfig(loc_rank_weight=-1.0)

@@ -125,3 +125,33 @@ def test_torchrun_two_processes_match_single_process(sfreward_dataset, tmp_path)
     assert max(float((a[k] - b[k]).abs().max()) for k in null_grad) < 3 * 1e-3
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert metrics["step"] == 3 and not (tmp_path / "ddp" / "checkpoints").exists()
+
+
+def test_weight_ema_averages_with_a_ramped_decay():
+    from sfreward.train.trainer import WeightEMA
+    lin = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.fill_(0.0)
+    ema = WeightEMA(lin, 0.9)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    ema.update(lin, 0)                       # decay min(0.9, 1/10) = 0.1: mostly the new weights
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.9))
+    ema.update(lin, 1000)                    # decay 0.9 from now on: 0.9 + 0.1 x (1 - 0.9)
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.91))
+    ema.copy_to(lin)
+    assert torch.allclose(lin.weight, torch.full((1, 2), 0.91))
+
+
+def test_ema_weights_are_saved_and_resume_bit_identically(sfreward_dataset, tmp_path):
+    kw = dict(max_steps=6, ckpt_every=2, batch_size=4, ema_decay=0.5)
+    full = train(tiny_train_config(sfreward_dataset, tmp_path / "full", **kw))
+    part = train(tiny_train_config(sfreward_dataset, tmp_path / "part", stop_after=3, **kw))
+    assert part.step == 3
+    resumed = train(tiny_train_config(sfreward_dataset, tmp_path / "part", **kw))
+    a, b = _weights(full.model_dir), _weights(resumed.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = _weights(train(tiny_train_config(sfreward_dataset, tmp_path / "plain", **{**kw, "ema_decay": 0.0})).model_dir)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)   # the saved weights are the average
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
