@@ -131,6 +131,7 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
     # Pictures: samples with a bad region by their labels (min(success, preserve) < 12.5) first,
     # then those whose regions differ most in predicted score (most informative).
     order = sorted(range(len(rows)), key=lambda i: (not _has_bad(rows[i]), -_spread(scores[i])))[:n_pictures]
+    truth_rows = _truth_by_sample(ws, [rows[i]["sample_id"] for i in order])
     items = []
     for i in order:
         if not scores[i].valid:
@@ -140,12 +141,15 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
         by_id = {rs.region_id: rs for rs in scores[i].regions}
         pred = [min(by_id[g["region_id"]].success, by_id[g["region_id"]].preserve)
                 if g["kind"] != "background" else by_id[g["region_id"]].preserve for g in r["regions"]]
-        truth = [min(_f(g.get("success"), g.get("preserve")), _f(g.get("preserve")))
-                 if g["kind"] != "background" else _f(g.get("preserve")) for g in r["regions"]]
+        labels = [_phi(g.get("success"), g.get("preserve"), g["kind"]) for g in r["regions"]]
+        t = truth_rows.get(r["sample_id"])
+        t_masks = [masks.decode(g["mask"]) for g in t["regions"]] if t else []
+        truth = [_phi(*_matched_truth(g, t, t_masks), g["kind"]) for g in r["regions"]]
         # Paint the background first so object regions stay visible on top.
         idx = sorted(range(len(pred)), key=lambda k: r["regions"][k]["kind"] != "background")
         items.append({"source": sources[i], "edited": edits[i], "masks": ms[idx],
-                      "scores": [pred[k] for k in idx], "truth": [truth[k] for k in idx],
+                      "scores": [pred[k] for k in idx], "labels": [labels[k] for k in idx],
+                      "truth": [truth[k] for k in idx],
                       "kinds": [r["regions"][k]["kind"] for k in idx], "instruction": r["instruction"]})
     picture = score_grid(items, out_dir / "heldout_scores.png",
                          title=f"held-out edits, region score = min(success, preserve) by {model_id}")
@@ -169,6 +173,24 @@ def _truth_by_sample(ws: Workspace, sample_ids: list[str]) -> dict[str, dict]:
     return truth
 
 
+def _matched_truth(region: dict, t: dict | None, t_masks: list[np.ndarray]) -> tuple[float, float]:
+    """(success, preserve) on 0..25 of the true region of highest mask IoU with a dataset region
+    (NaN success for the background, NaN both without ground truth)."""
+    from warehouse import masks
+
+    if not t_masks:
+        return float("nan"), float("nan")
+    m = masks.decode(region["mask"])
+    iou = [(m & tm).sum() / max(1, (m | tm).sum()) for tm in t_masks]
+    tg = t["regions"][int(np.argmax(iou))]
+    return (_f(tg.get("success")) if region["kind"] != "background" else float("nan"), _f(tg.get("preserve")))
+
+
+def _phi(success: float | None, preserve: float | None, kind: str) -> float:
+    """min(success, preserve), the background judged on preserve alone (0..25)."""
+    return _f(preserve) if kind == "background" else _f(success, preserve)
+
+
 def reward_check(ws: Workspace, dataset_id: str, rows: list[dict], scores: list) -> dict[str, Any]:
     """Does the model work as a reward on the test split? Region SRCC and localization AUROC
     (sfreward.evaluate.region_metrics, the same definitions as the model evaluation) of the
@@ -190,13 +212,7 @@ def reward_check(ws: Workspace, dataset_id: str, rows: list[dict], scores: list)
             rs = by_id[g["region_id"]]
             pred.append([rs.success, rs.preserve])
             lab.append([_f(g.get("success")), _f(g.get("preserve"))])
-            if t_masks:
-                m = masks.decode(g["mask"])
-                iou = [(m & tm).sum() / max(1, (m | tm).sum()) for tm in t_masks]
-                tg = t["regions"][int(np.argmax(iou))]
-                tru.append([_f(tg.get("success")) if g["kind"] != "background" else float("nan"), _f(tg.get("preserve"))])
-            else:
-                tru.append([float("nan"), float("nan")])
+            tru.append(list(_matched_truth(g, t, t_masks)))
             sample.append(i)
     p, sample_a = np.asarray(pred, float).reshape(-1, 2), np.asarray(sample)
     out: dict[str, Any] = {"n_samples": int(len(set(sample))), "n_regions": int(len(sample))}

@@ -44,7 +44,8 @@ def score_overlay(image: np.ndarray, masks: np.ndarray, scores: Sequence[float],
 
 def score_grid(items: list[dict], path: str | Path, title: str = "") -> Path:
     """items: dicts with `source`, `edited` (uint8 [H, W, 3]), `masks` (bool [K, H, W]),
-    `scores` ([K], 0..25), `instruction`, optional `truth` ([K]) and `kinds` ([K]).
+    `scores` ([K], 0..25), `instruction`, optional `labels` (aggregated human labels, [K]),
+    `truth` (ground truth where known, [K]) and `kinds` ([K]).
     Writes a PNG with one row per item: source | edited | edited colored by predicted score."""
     import matplotlib
 
@@ -64,8 +65,12 @@ def score_grid(items: list[dict], path: str | Path, title: str = "") -> Path:
         lines = []
         for k, s in enumerate(it["scores"]):
             kind = it.get("kinds", [""] * len(it["scores"]))[k]
-            truth = it.get("truth")
-            t = f" (truth {truth[k]:.0f})" if truth is not None and np.isfinite(truth[k]) else ""
+            refs = []
+            for name, key in (("label", "labels"), ("truth", "truth")):
+                vals = it.get(key)
+                if vals is not None and np.isfinite(vals[k]):
+                    refs.append(f"{name} {vals[k]:.0f}")
+            t = f" ({', '.join(refs)})" if refs else ""
             lines.append(f"{kind or 'region'} {k}: {s:.1f}{t}")
         row[2].set_title("predicted region score (0..25)", fontsize=9)
         row[2].text(1.02, 0.98, "\n".join(lines[:10]), transform=row[2].transAxes, fontsize=7, va="top")

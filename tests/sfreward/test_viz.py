@@ -28,7 +28,8 @@ def test_grid_writes_a_png(tmp_path):
     masks[0, 10:30, 10:30] = True
     masks[1] = ~masks[0]
     p = score_grid([{"source": img, "edited": 255 - img, "masks": masks, "scores": [3.0, 20.0],
-                     "instruction": "invert", "kinds": ["edit", "background"], "truth": [5.0, 25.0]}],
+                     "instruction": "invert", "kinds": ["edit", "background"], "labels": [6.0, 25.0],
+                     "truth": [5.0, float("nan")]}],
                    tmp_path / "grid.png", title="t")
     with Image.open(p) as im:
         assert im.format == "PNG" and im.width > 300
