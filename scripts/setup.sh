@@ -18,8 +18,25 @@ fi
 stamp=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.sfr-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "setup: installing dependencies (first time: a few minutes)" >&2
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c requirements.lock -e '.[test]'
+  # A dropped connection mid-download must not fail the set-up: pip retries connections and
+  # resumes partial downloads, and the whole install is retried twice more (already installed
+  # packages are kept, so a retry only fetches what is missing).
+  pip_install() {
+    local flags=(-q --retries 10)
+    if .venv/bin/python -m pip install --help | grep -q -- --resume-retries; then
+      flags+=(--resume-retries 20)
+    fi
+    local attempt
+    for attempt in 1 2 3; do
+      .venv/bin/python -m pip install "${flags[@]}" "$@" && return 0
+      echo "setup: pip install failed (attempt $attempt of 3; network?)" >&2
+      sleep $((attempt * 10))
+    done
+    echo "setup: pip install $* failed 3 times; check the connection to the package index and re-run" >&2
+    return 1
+  }
+  pip_install --upgrade pip
+  pip_install -c requirements.lock -e '.[test]'
   echo "$stamp" > .venv/.sfr-stamp
 fi
 if [ "${1:-}" = "--test" ]; then
