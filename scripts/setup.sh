@@ -29,10 +29,10 @@ if [ "$(cat .venv/.sfr-stamp 2>/dev/null)" != "$stamp" ]; then
     local attempt
     for attempt in 1 2 3; do
       .venv/bin/python -m pip install "${flags[@]}" "$@" && return 0
-      echo "setup: pip install failed (attempt $attempt of 3; network?)" >&2
+      echo "setup: pip install failed (attempt $attempt of 3)" >&2
       sleep $((attempt * 10))
     done
-    echo "setup: pip install $* failed 3 times; check the connection to the package index and re-run" >&2
+    echo "setup: pip install $* failed 3 times; check the connection to the package index and the free disk space (pip says which), then re-run" >&2
     return 1
   }
   pip_install --upgrade pip
