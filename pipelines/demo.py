@@ -126,12 +126,12 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
                     err[dim].append(abs(getattr(rs, dim) - lab[dim]))
     scores_json = out_dir / "scores.json"
     scores_json.write_text(json.dumps(records, indent=1, default=float))
-    check = reward_check(ws, dataset_id, rows, scores)
+    truth = _truth_by_sample(ws, [r["sample_id"] for r in rows])   # read once: check and pictures
+    check = reward_check(rows, scores, truth)
     (out_dir / "reward_check.json").write_text(json.dumps(check, indent=1, default=float))
     # Pictures: samples with a bad region by their labels (min(success, preserve) < 12.5) first,
     # then those whose regions differ most in predicted score (most informative).
     order = sorted(range(len(rows)), key=lambda i: (not _has_bad(rows[i]), -_spread(scores[i])))[:n_pictures]
-    truth_rows = _truth_by_sample(ws, [rows[i]["sample_id"] for i in order])
     items = []
     for i in order:
         if not scores[i].valid:
@@ -142,14 +142,14 @@ def score_heldout(ws: Workspace, model_ref: str = "candidate", n_pictures: int =
         pred = [min(by_id[g["region_id"]].success, by_id[g["region_id"]].preserve)
                 if g["kind"] != "background" else by_id[g["region_id"]].preserve for g in r["regions"]]
         labels = [_phi(g.get("success"), g.get("preserve"), g["kind"]) for g in r["regions"]]
-        t = truth_rows.get(r["sample_id"])
+        t = truth.get(r["sample_id"])
         t_masks = [masks.decode(g["mask"]) for g in t["regions"]] if t else []
-        truth = [_phi(*_matched_truth(g, t, t_masks), g["kind"]) for g in r["regions"]]
+        true_phi = [_phi(*_matched_truth(g, t, t_masks), g["kind"]) for g in r["regions"]]
         # Paint the background first so object regions stay visible on top.
         idx = sorted(range(len(pred)), key=lambda k: r["regions"][k]["kind"] != "background")
         items.append({"source": sources[i], "edited": edits[i], "masks": ms[idx],
                       "scores": [pred[k] for k in idx], "labels": [labels[k] for k in idx],
-                      "truth": [truth[k] for k in idx],
+                      "truth": [true_phi[k] for k in idx],
                       "kinds": [r["regions"][k]["kind"] for k in idx], "instruction": r["instruction"]})
     picture = score_grid(items, out_dir / "heldout_scores.png",
                          title=f"held-out edits, region score = min(success, preserve) by {model_id}")
@@ -191,16 +191,15 @@ def _phi(success: float | None, preserve: float | None, kind: str) -> float:
     return _f(preserve) if kind == "background" else _f(success, preserve)
 
 
-def reward_check(ws: Workspace, dataset_id: str, rows: list[dict], scores: list) -> dict[str, Any]:
+def reward_check(rows: list[dict], scores: list, truth: dict[str, dict]) -> dict[str, Any]:
     """Does the model work as a reward on the test split? Region SRCC and localization AUROC
     (sfreward.evaluate.region_metrics, the same definitions as the model evaluation) of the
     predicted region scores against (a) the aggregated (simulated) human labels of the dataset and
     (b) the synthetic ground truth, each dataset region matched to the true region of highest mask
-    IoU. Scores on 0..25."""
+    IoU (truth: ground-truth rows by sample id, _truth_by_sample). Scores on 0..25."""
     from sfreward.evaluate import region_metrics
     from warehouse import masks
 
-    truth = _truth_by_sample(ws, [r["sample_id"] for r in rows])
     pred, lab, tru, sample = [], [], [], []
     for i, (r, s) in enumerate(zip(rows, scores)):
         if not s.valid:

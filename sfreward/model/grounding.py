@@ -154,8 +154,8 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
         done = (has_tc * (d_tc_s - d_tc_e) / (d_tc_s + eps) + bri * dv / (1 - v_s + eps)
                 - dar * dv / (v_s + eps) - des * ds / (sat_s + eps))
         match = d_place + d_rc                                                    # [R, 1]
-        best = torch.full((int(region_image.max()) + 1 if len(region_image) else 0,), float("inf"),
-                          dtype=match.dtype, device=dev).scatter_reduce(0, region_image, match[:, 0], "amin")
+        best = torch.full((len(instructions),), float("inf"), dtype=match.dtype,
+                          device=dev).scatter_reduce(0, region_image, match[:, 0], "amin")
         rel = match - best[region_image][:, None]
         out += [done.clamp(-2.0, 2.0), rel, (rel < 1e-6).to(dt)]
     return torch.cat(out, 1)

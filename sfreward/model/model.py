@@ -169,6 +169,9 @@ def _pool_regions(maps: torch.Tensor, region_masks: torch.Tensor, region_image: 
 
 
 N_STRUCTURE_STATS = 5
+# Columns of region_pixel_stats in small pixel units (~0.05-0.3): the 16 statistics and the two
+# standard deviations of the structure terms; the ratio and the correlations are unit-scale.
+N_SMALL_STATS = N_REGION_STATS + 2
 
 
 def region_pixel_stats(sources: torch.Tensor, edits: torch.Tensor, region_masks: torch.Tensor,
@@ -295,11 +298,10 @@ class SFRewardModel(nn.Module):
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
         if region_kind is not None:
             pooled = pooled + self.kind_emb(region_kind.to(pooled.device)).to(pooled.dtype)
-        # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale
-        # (the structure terms' two standard deviations too; the ratio and correlations are).
+        # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
         v2 = self.config.features_version >= 2
         rstats = region_pixel_stats(sources, edits, region_masks, region_image, v2)
-        rstats = torch.cat([rstats[:, :N_REGION_STATS + 2] * 4.0, rstats[:, N_REGION_STATS + 2:]], 1)
+        rstats = torch.cat([rstats[:, :N_SMALL_STATS] * 4.0, rstats[:, N_SMALL_STATS:]], 1)
         pooled = pooled + self.region_stats(rstats.to(pooled.dtype))
         direct = []
         if self.config.grounding:
