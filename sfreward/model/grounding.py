@@ -43,6 +43,11 @@ BRIGHTEN = ("brighten", "brighter", "lighter", "lighten")
 DARKEN = ("darken", "darker")
 N_GROUNDING = 14
 N_COMPLETION = 3
+N_INTENT = 8
+# A pixel is at the asked hue within this angle (half the gap between neighbouring colour words),
+# and only when it has colour at all (saturation above HUE_MIN_SAT).
+HUE_TOLERANCE = math.radians(15)
+HUE_MIN_SAT = 0.3
 
 
 @dataclass
@@ -103,8 +108,54 @@ def rgb_to_vec(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([s * torch.cos(h), s * torch.sin(h), mx], 1)
 
 
+def _hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hue (radians), saturation, value of RGB in 0..1 along dim 1: [N, 3, ...] -> 3 x [N, ...]."""
+    mx, mn = x.max(1).values, x.min(1).values
+    c = mx - mn
+    r, g, b = x.unbind(1)
+    cs = c.clamp_min(1e-6)
+    h = torch.where(mx == r, ((g - b) / cs) % 6, torch.where(mx == g, (b - r) / cs + 2, (r - g) / cs + 4))
+    s = torch.where(mx > 1e-6, c / mx.clamp_min(1e-6), torch.zeros_like(mx))
+    return h * (math.pi / 3), s, mx
+
+
+def _hue_gap(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Absolute angle (radians, 0..pi) between hues h and target (broadcast)."""
+    return (torch.remainder(h - target + math.pi, 2 * math.pi) - math.pi).abs()
+
+
+def target_hues(instructions: list[str]) -> torch.Tensor:
+    """The hue (radians) of each instruction's chromatic target colour, NaN without one: [B]."""
+    return torch.tensor([math.radians(HUES[t]) if (t := parse(x).target_colour) in HUES else float("nan")
+                         for x in instructions])
+
+
+def target_hue_maps(instructions: list[str], sources: torch.Tensor, edits: torch.Tensor) -> torch.Tensor:
+    """Per pixel, 1 where the edited (channel 0) / source (channel 1) pixel has the hue the
+    instruction asks for (within HUE_TOLERANCE, saturation above HUE_MIN_SAT), else 0; all 0 for
+    instructions without a chromatic target colour. sources, edits [B, 3, S, S] in 0..1 ->
+    [B, 2, S, S]. Pooled over a region it is the share of the region now in the asked colour: a
+    recolour done fully is ~1, a partial one less, a wrong colour or a missed edit ~0."""
+    th = target_hues(instructions).to(sources.device, sources.dtype)[:, None, None]     # [B, 1, 1]
+    out = []
+    for x in (edits, sources):
+        h, s, _ = _hsv(x)
+        out.append(((_hue_gap(h, th) < HUE_TOLERANCE) & (s > HUE_MIN_SAT)).to(x.dtype))  # NaN -> False
+    return torch.stack(out, 1)
+
+
+def _reads_as(rgb: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """1 where a mean colour [R, 3] reads as the colour word of hue [R] (radians): coloured
+    (saturation >= 0.18, value >= 0.2) and nearer to that hue than to any other colour word's."""
+    h, s, v = _hsv(rgb)
+    words = torch.tensor([math.radians(d) for d in sorted(set(HUES.values()))], dtype=rgb.dtype, device=rgb.device)
+    nearest = words[_hue_gap(h[:, None], words[None, :]).argmin(1)]
+    return ((s >= 0.18) & (v >= 0.2) & (_hue_gap(nearest, hue) < 1e-4)).to(rgb.dtype)
+
+
 def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean: torch.Tensor,
-                       centroid: torch.Tensor, region_image: torch.Tensor, completion: bool = False) -> torch.Tensor:
+                       centroid: torch.Tensor, region_image: torch.Tensor, completion: bool = False,
+                       hue_share: torch.Tensor | None = None) -> torch.Tensor:
     """Per-region grounding features [R, N_GROUNDING].
 
     src_mean, edt_mean: mean colour [R, 3] (0..1) of each region in the source / edited image;
@@ -124,6 +175,11 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     distance alone is ambiguous (a large region's centroid is far from every corner); only
     against the image's other regions does it say "this is the region the edit was for", which
     decides whether the region is judged as the edit or as context to preserve.
+    hue_share ([R, 2], target_hue_maps pooled over each region; needs completion=True) appends
+    N_INTENT columns (features version 3): the completion split by operation (recolour,
+    brighten, darken, remove the colour: each operation's "all the way" is its own scale), the
+    share of the region at the asked hue in the edited image and its gain over the source, and
+    whether the edited / source region's mean colour reads as the asked colour word.
     """
     dev, dt = src_mean.device, src_mean.dtype
     rows = []
@@ -151,13 +207,22 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     if completion:
         eps = 0.05   # keeps a region already at its limit (white, black, grey) finite
         v_s, sat_s = vs[:, 2:3], vs[:, :2].norm(dim=1, keepdim=True)
-        done = (has_tc * (d_tc_s - d_tc_e) / (d_tc_s + eps) + bri * dv / (1 - v_s + eps)
-                - dar * dv / (v_s + eps) - des * ds / (sat_s + eps))
+        by_op = torch.cat([has_tc * (d_tc_s - d_tc_e) / (d_tc_s + eps), bri * dv / (1 - v_s + eps),
+                           -dar * dv / (v_s + eps), -des * ds / (sat_s + eps)], 1)
+        done = by_op.sum(1, keepdim=True)
         match = d_place + d_rc                                                    # [R, 1]
         best = torch.full((len(instructions),), float("inf"), dtype=match.dtype,
                           device=dev).scatter_reduce(0, region_image, match[:, 0], "amin")
         rel = match - best[region_image][:, None]
         out += [done.clamp(-2.0, 2.0), rel, (rel < 1e-6).to(dt)]
+        if hue_share is not None:
+            th = target_hues(instructions).to(dev, dt)[region_image]
+            has_hue = (~torch.isnan(th)).to(dt)[:, None]
+            th = torch.nan_to_num(th)
+            reads = torch.stack([_reads_as(edt_mean.float(), th.float()), _reads_as(src_mean.float(), th.float())], 1).to(dt)
+            out += [by_op.clamp(-2.0, 2.0), hue_share[:, :1], hue_share[:, :1] - hue_share[:, 1:], reads * has_hue]
+    elif hue_share is not None:
+        raise ValueError("grounding_features: hue_share (version 3) needs completion=True (version 2)")
     return torch.cat(out, 1)
 
 

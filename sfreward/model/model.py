@@ -32,7 +32,11 @@ import torch.nn.functional as F
 from sfreward.model import pretrained
 from sfreward.model.backbone import HashingTextEncoder, VisionBackbone, freeze_unused
 from sfreward.model.config import SFRewardConfig
-from sfreward.model.grounding import N_COMPLETION, N_GROUNDING, grounding_features, region_geometry
+from sfreward.model.grounding import (N_COMPLETION, N_GROUNDING, N_INTENT, grounding_features,
+                                      region_geometry, target_hue_maps)
+from sfreward.model.regionstats import (  # noqa: F401 (blur3x3, N_REGION_STATS: re-exported)
+    N_DAMAGE_STATS, N_REGION_STATS, N_SMALL_STATS, N_STRUCTURE_STATS, blur3x3, pixel_stats, pool_regions,
+    region_pixel_stats)
 from sfreward.model.pretrained import CheckpointError, sha256_file  # noqa: F401 (re-exported)
 from sfreward.model.text import TOKENIZER_DIR, TransformerTextEncoder
 
@@ -43,7 +47,6 @@ CARD_FILE = "model_card.json"
 LOGVAR_MIN, LOGVAR_MAX = -9.0, 2.0
 # Region kinds (docs/architecture.md, "Region kinds") as ids of the kind embedding; 0 = not given.
 KIND_IDS = {"edit": 1, "context": 2, "background": 3}
-N_REGION_STATS = 16
 # Absent from models saved before them: loaded with the zero initialisation (no effect).
 OPTIONAL_KEYS = ("kind_emb.weight", "region_stats.0.weight", "region_stats.0.bias", "region_stats.2.weight",
                  "region_stats.2.bias")
@@ -70,34 +73,6 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     e = torch.exp(logits - mx[index])
     den = torch.zeros(n, dtype=logits.dtype, device=logits.device).index_add(0, index, e)
     return e / den[index]
-
-
-def blur3x3(x: torch.Tensor) -> torch.Tensor:
-    """Mean over each pixel's 3x3 neighbourhood inside the image (border pixels average the
-    neighbours they have): [B, C, H, W] -> [B, C, H, W]. Same values as
-    F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), but as shifted adds: that pooling kernel
-    was 40% of a batched CPU forward (4.5x slower than this at batch 64)."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 1, 1))
-    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]
-    s = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
-    def count(n: int) -> torch.Tensor:   # neighbours along one axis: 2 at a border, else 3
-        c = torch.full((n,), 3.0, dtype=x.dtype, device=x.device)
-        c[0] -= 1
-        c[-1] -= 1
-        return c
-    return s / (count(h)[:, None] * count(w)[None, :])
-
-
-def pixel_stats(sources: torch.Tensor, edits: torch.Tensor, g: int) -> torch.Tensor:
-    """Low-level change statistics per patch: mean |edited - source| and mean signed
-    difference per channel (6), high-frequency energy |x - blur3x3(x)| of edited, source and
-    their difference (3): blur lowers it, noise raises it. [B, 3, S, S] x2 -> [B, 9, g, g]."""
-    diff = edits - sources
-    def hf(x):
-        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
-    he, hs = F.adaptive_avg_pool2d(hf(edits), g), F.adaptive_avg_pool2d(hf(sources), g)
-    return torch.cat([F.adaptive_avg_pool2d(diff.abs(), g), F.adaptive_avg_pool2d(diff, g), he, hs, he - hs], 1)
 
 
 def _load_pretrained(config: SFRewardConfig):
@@ -154,66 +129,6 @@ def region_coverage(masks: torch.Tensor, g: int, p: int) -> torch.Tensor:
     return F.avg_pool2d(masks[:, None, :span, :span], p).flatten(1)
 
 
-def _pool_regions(maps: torch.Tensor, region_masks: torch.Tensor, region_image: torch.Tensor) -> torch.Tensor:
-    """Mask-weighted means [R, C] of per-pixel maps [B, C, S, S] over each region's coverage
-    [R, S, S] in the image region_image [R] names. One matmul per image: indexing maps by
-    region would copy a [R, C, S, S] tensor (126 MB for 120 regions at 128 px)."""
-    m = region_masks.to(maps.dtype).flatten(1)                                         # [R, S*S]
-    area = m.sum(1).clamp_min(1e-6)[:, None]
-    flat = maps.flatten(2)                                                             # [B, C, S*S]
-    out = maps.new_zeros(m.shape[0], maps.shape[1])
-    for b in torch.unique(region_image).tolist():
-        sel = region_image == b
-        out[sel] = m[sel] @ flat[b].T
-    return out / area
-
-
-N_STRUCTURE_STATS = 5
-# Columns of region_pixel_stats in small pixel units (~0.05-0.3): the 16 statistics and the two
-# standard deviations of the structure terms; the ratio and the correlations are unit-scale.
-N_SMALL_STATS = N_REGION_STATS + 2
-
-
-def region_pixel_stats(sources: torch.Tensor, edits: torch.Tensor, region_masks: torch.Tensor,
-                       region_image: torch.Tensor, structure: bool = False) -> torch.Tensor:
-    """Per-region change statistics at full model resolution, mask-weighted means over each
-    region's own pixels: |edited - source| (3) and edited - source (3) per channel, the share of
-    pixels that changed visibly (|diff| > 0.05 in any channel, 1), high-frequency energy of
-    edited, source and their difference (3; blur lowers it, noise raises it), mean colour of the
-    edited and the source region (6). Unlike patch tokens (a transformer mixes every patch with
-    every other) these see exactly the region's pixels.
-
-    structure=True appends N_STRUCTURE_STATS structure terms on luma (as in SSIM, but per
-    region): the edited and the source standard deviation, the log of their ratio (contrast
-    changes), and the correlation of edited with source, of the luma and of its high-frequency
-    part (noise, blur and blocking break it while a tone or colour change keeps it).
-    sources, edits [B, 3, S, S] in 0..1; region_masks [R, S, S] coverage; -> [R, 16 (+5)]."""
-    diff = edits - sources
-    def hf(x):
-        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
-    he, hs = hf(edits), hf(sources)
-    changed = (diff.abs().amax(1, keepdim=True) > 0.05).to(diff.dtype)
-    maps = [diff.abs(), diff, changed, he, hs, he - hs, edits, sources]               # 16 channels
-    if structure:
-        luma = torch.tensor([0.299, 0.587, 0.114], dtype=diff.dtype, device=diff.device)[None, :, None, None]
-        ye, ys = (edits * luma).sum(1, keepdim=True), (sources * luma).sum(1, keepdim=True)
-        he1, hs1 = ye - blur3x3(ye), ys - blur3x3(ys)
-        maps += [ye, ys, ye * ye, ys * ys, ye * ys, he1 * he1, hs1 * hs1, he1 * hs1]
-    pooled = _pool_regions(torch.cat(maps, 1), region_masks, region_image)
-    if not structure:
-        return pooled
-    base, (me, ms, ee, ss, es, hee, hss, hes) = pooled[:, :16], pooled[:, 16:].unbind(1)
-    ve, vs = (ee - me * me).clamp_min(0), (ss - ms * ms).clamp_min(0)
-    sd_e, sd_s = ve.sqrt(), vs.sqrt()
-    # SSIM's structure term (cov + C3) / (sd_e sd_s + C3), C3 = (0.03)^2 / 2: 1 for an unchanged
-    # region, flat ones included (a bare ratio would be 0/0 there).
-    c3 = 4.5e-4
-    corr = (es - me * ms + c3) / (sd_e * sd_s + c3)
-    hcorr = (hes + c3) / (hee.sqrt() * hss.sqrt() + c3)   # the high-pass part has ~zero mean
-    ratio = torch.log((sd_e + 0.01) / (sd_s + 0.01))
-    return torch.cat([base, torch.stack([sd_e, sd_s, ratio, corr, hcorr], 1)], 1)
-
-
 class SFRewardModel(nn.Module):
     def __init__(self, config: SFRewardConfig, tokenizer_dir: str | Path | None = None):
         """Build from `config` (resolved in place). `tokenizer_dir`: the tokenizer of a saved
@@ -239,7 +154,8 @@ class SFRewardModel(nn.Module):
         nn.init.zeros_(self.kind_emb.weight)
         # Per-region pixel statistics (region_pixel_stats) added to the pooled features; the last
         # layer starts at zero for the same reason.
-        n_stats = N_REGION_STATS + (N_STRUCTURE_STATS if config.features_version >= 2 else 0)
+        v = config.features_version
+        n_stats = N_REGION_STATS + (N_STRUCTURE_STATS if v >= 2 else 0) + (N_DAMAGE_STATS if v >= 3 else 0)
         self.region_stats = nn.Sequential(nn.Linear(n_stats, h), nn.GELU(), nn.Linear(h, h))
         nn.init.zeros_(self.region_stats[2].weight)
         nn.init.zeros_(self.region_stats[2].bias)
@@ -250,7 +166,7 @@ class SFRewardModel(nn.Module):
         # head directly (a few hundred samples do not train them through the pooled sum).
         n_direct = 0
         if config.grounding:
-            n_ground = N_GROUNDING + (N_COMPLETION if config.features_version >= 2 else 0)
+            n_ground = N_GROUNDING + (N_COMPLETION if v >= 2 else 0) + (N_INTENT if v >= 3 else 0)
             self.grounding = nn.Sequential(nn.Linear(n_ground, h), nn.GELU(), nn.Linear(h, h))
             nn.init.zeros_(self.grounding[2].weight)
             nn.init.zeros_(self.grounding[2].bias)
@@ -299,14 +215,16 @@ class SFRewardModel(nn.Module):
         if region_kind is not None:
             pooled = pooled + self.kind_emb(region_kind.to(pooled.device)).to(pooled.dtype)
         # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
-        v2 = self.config.features_version >= 2
-        rstats = region_pixel_stats(sources, edits, region_masks, region_image, v2)
+        v2, v3 = self.config.features_version >= 2, self.config.features_version >= 3
+        rstats = region_pixel_stats(sources, edits, region_masks, region_image, v2, v3)
         rstats = torch.cat([rstats[:, :N_SMALL_STATS] * 4.0, rstats[:, N_SMALL_STATS:]], 1)
         pooled = pooled + self.region_stats(rstats.to(pooled.dtype))
         direct = []
         if self.config.grounding:
             src_c, edt_c, centre = region_geometry(region_masks, region_image, sources, edits)
-            gf = grounding_features(instructions, src_c, edt_c, centre, region_image, v2).to(pooled.dtype)
+            share = (pool_regions(target_hue_maps(instructions, sources, edits), region_masks, region_image)
+                     if v3 else None)
+            gf = grounding_features(instructions, src_c, edt_c, centre, region_image, v2, share).to(pooled.dtype)
             pooled = pooled + self.grounding(gf)
             direct = [gf, rstats.to(pooled.dtype)]
         img = tokf.mean(1)                                                                 # [B, h]

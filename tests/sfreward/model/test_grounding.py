@@ -1,5 +1,6 @@
 """Instruction grounding features (sfreward.model.grounding): the lexicon parse of instructions,
 features that single out the region an instruction names, and the model option that uses them."""
+import pytest
 import torch
 
 from sfreward.model import SFRewardConfig, SFRewardModel
@@ -100,7 +101,6 @@ def test_features_only_region_head_reads_no_tokens_or_text(tmp_path):
 
 
 def test_features_only_needs_grounding():
-    import pytest
     with pytest.raises(ValueError, match="grounding"):
         SFRewardConfig(region_inputs="features")
     with pytest.raises(ValueError, match="region_inputs"):
@@ -129,3 +129,48 @@ def test_version_2_features_measure_completion_and_the_best_match():
     assert best.tolist() == [1.0, 0.0, 1.0, 0.0]
     assert float(rel[0]) == 0.0 and float(rel[1]) > 0.5
     assert torch.equal(f[:, :N_GROUNDING], grounding_features([text, text], s, e, c, idx))
+
+
+def test_version_3_features_tell_the_asked_colour_from_a_wrong_or_partial_one():
+    """Three recolours of the same region of a real photo to the asked blue: done fully, done
+    half way, and to yellow instead. The share at the asked hue and the colour word tell them
+    apart; the per-operation completion puts a recolour in the recolour column only."""
+    from skimage import data
+    from sfreward.model.grounding import N_COMPLETION, N_INTENT, _hsv, target_hue_maps
+    from sfreward.model.regionstats import pool_regions
+    photo = torch.from_numpy(data.astronaut()[::8, ::8].copy()).permute(2, 0, 1).float() / 255   # [3, 64, 64]
+    src = photo[None].repeat(4, 1, 1, 1)
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[8:40, 8:40] = True
+
+    def recolour(img: torch.Tensor, hue_deg: float) -> torch.Tensor:
+        # hue set, saturation and value raised to a visible colour (the demo's editor does the same)
+        _, s, v = _hsv(img[None])
+        s, v = s[0].clamp_min(0.65), v[0].clamp_min(0.35)
+        h = torch.full_like(s, hue_deg / 60.0)
+        k = lambda n: (n + h) % 6
+        f = lambda n: v - v * s * torch.clamp(torch.minimum(k(n), 4 - k(n)), 0, 1)
+        return torch.stack([f(5), f(3), f(1)])
+    blue, yellow = recolour(photo, 225), recolour(photo, 55)
+    edt = src.clone()
+    edt[0][:, mask] = blue[:, mask]                                   # done
+    edt[1][:, mask] = (0.5 * photo + 0.5 * blue)[:, mask]             # half way
+    edt[2][:, mask] = yellow[:, mask]                                 # wrong colour
+    masks = mask[None].repeat(4, 1, 1).float()
+    idx = torch.arange(4)
+    texts = ["Make the region in the upper left blue."] * 3 + ["Brighten the region in the upper left."]
+    share = pool_regions(target_hue_maps(texts, src, edt), masks, idx)
+    s, e, c = region_geometry(masks, idx, src, edt)
+    f = grounding_features(texts, s, e, c, idx, completion=True, hue_share=share)
+    assert f.shape == (4, N_GROUNDING + N_COMPLETION + N_INTENT)
+    v2 = grounding_features(texts, s, e, c, idx, completion=True)
+    assert torch.equal(f[:, :v2.shape[1]], v2)                        # version 3 extends version 2
+    by_op, at_hue, gain, reads = f[:, -8:-4], f[:, -4], f[:, -3], f[:, -2]
+    assert float(at_hue[0]) > 0.95 and float(gain[0]) > 0.8 and float(reads[0]) == 1.0
+    assert 0.05 < float(at_hue[1]) < float(at_hue[0]) - 0.2          # partial: part of the region
+    assert float(at_hue[2]) < 0.05 and float(reads[2]) == 0.0         # wrong colour: none
+    assert by_op[0, 0] > 0.3 and float(by_op[0, 1:].abs().max()) == 0.0
+    # no target colour (a tone instruction): hue terms are zero
+    assert float(share[3].abs().max()) == 0.0 and float(reads[3]) == 0.0
+    with pytest.raises(ValueError, match="completion"):
+        grounding_features(texts, s, e, c, idx, hue_share=share)

@@ -253,3 +253,33 @@ def test_structure_stats_tell_damage_from_a_tone_change():
     assert corr[3] > 0.95 and abs(float(ratio[3])) < 0.15           # brightness: structure kept
     unchanged = region_pixel_stats(src, src, q, torch.arange(4), structure=True)[:, N_REGION_STATS:]
     assert torch.allclose(unchanged[:, 2:], torch.tensor([0.0, 1.0, 1.0]).expand(4, 3), atol=1e-4)
+
+
+def test_damage_stats_grade_contrast_loss_and_blocking():
+    """Version 3's damage terms on a real photo: a strong contrast loss of a low-texture region
+    reads close to its true ratio (the structure ratio's 0.01 flattens it), and larger blocks
+    make more of the region flat."""
+    from sfreward.model.regionstats import N_DAMAGE_STATS, N_REGION_STATS, N_STRUCTURE_STATS, region_pixel_stats
+    src = _photos(1).repeat(3, 1, 1, 1)
+    src = src.mean((2, 3), keepdim=True) + 0.25 * (src - src.mean((2, 3), keepdim=True))   # low texture
+    q = torch.zeros(3, S, S, dtype=torch.bool)
+    q[:, 8:56, 8:56] = True
+    edt = src.clone()
+    m = src[0][:, q[0]].mean(1, keepdim=True)
+    edt[0][:, q[0]] = m + 0.22 * (src[0][:, q[0]] - m)                # contrast to 22%
+    for i, b in ((1, 4), (2, 12)):                                    # blocks of 4 and of 12 px
+        blocky = src[i][:, ::b, ::b].repeat_interleave(b, 1).repeat_interleave(b, 2)[:, :S, :S]
+        edt[i][:, q[i]] = blocky[:, q[i]]
+    edt = (edt * 255).round() / 255                                   # 8-bit images, as stored
+    src = (src * 255).round() / 255
+    st = region_pixel_stats(src, edt, q, torch.arange(3), structure=True, damage=True)
+    assert st.shape == (3, N_REGION_STATS + N_STRUCTURE_STATS + N_DAMAGE_STATS)
+    coarse, (fine, flat, flat_gain) = st[:, N_REGION_STATS + 2], st[:, -3:].unbind(1)
+    true = torch.log(torch.tensor(0.22))
+    assert abs(float(fine[0] - true)) < abs(float(coarse[0] - true)) - 0.1
+    assert 0.0 < float(flat_gain[1]) < float(flat_gain[2]) and float(flat[2]) > 0.8
+    same = region_pixel_stats(src, src, q, torch.arange(3), structure=True, damage=True)[:, -3:]
+    assert float(same[:, 0].abs().max()) < 1e-5 and float(same[:, 2].abs().max()) == 0.0
+    import pytest
+    with pytest.raises(ValueError, match="structure"):
+        region_pixel_stats(src, edt, q, torch.arange(3), damage=True)
