@@ -214,17 +214,11 @@ class SFRewardModel(nn.Module):
         pooled = torch.bmm(w[:, None, :], tokf[region_image]).squeeze(1)                  # [R, h]
         if region_kind is not None:
             pooled = pooled + self.kind_emb(region_kind.to(pooled.device)).to(pooled.dtype)
-        # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
-        v2, v3 = self.config.features_version >= 2, self.config.features_version >= 3
-        rstats = region_pixel_stats(sources, edits, region_masks, region_image, v2, v3)
-        rstats = torch.cat([rstats[:, :N_SMALL_STATS] * 4.0, rstats[:, N_SMALL_STATS:]], 1)
+        rstats, gf = self.region_features(sources, edits, instructions, region_masks, region_image)
         pooled = pooled + self.region_stats(rstats.to(pooled.dtype))
         direct = []
-        if self.config.grounding:
-            src_c, edt_c, centre = region_geometry(region_masks, region_image, sources, edits)
-            share = (pool_regions(target_hue_maps(instructions, sources, edits), region_masks, region_image)
-                     if v3 else None)
-            gf = grounding_features(instructions, src_c, edt_c, centre, region_image, v2, share).to(pooled.dtype)
+        if gf is not None:
+            gf = gf.to(pooled.dtype)
             pooled = pooled + self.grounding(gf)
             direct = [gf, rstats.to(pooled.dtype)]
         img = tokf.mean(1)                                                                 # [B, h]
@@ -253,6 +247,22 @@ class SFRewardModel(nn.Module):
                 "preserve_mu": p_mu.float(), "preserve_logvar": p_lv.float(),
                 "region_weight": weight, "overall": overall, "background": p_mu.float()[last],
                 "naturalness": im[:, 0], "artifacts": im[:, 1]}
+
+    def region_features(self, sources: torch.Tensor, edits: torch.Tensor, instructions: list[str],
+                        region_masks: torch.Tensor, region_image: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight-free features of every region (config.features_version): pixel statistics
+        [R, n_stats] brought to unit scale, and the grounding features [R, n_ground] (None
+        without config.grounding). Inputs as in forward."""
+        v2, v3 = self.config.features_version >= 2, self.config.features_version >= 3
+        rstats = region_pixel_stats(sources, edits, region_masks, region_image, v2, v3)
+        # x4: the statistics are small (a visible change is ~0.05-0.3); bring them to unit scale.
+        rstats = torch.cat([rstats[:, :N_SMALL_STATS] * 4.0, rstats[:, N_SMALL_STATS:]], 1)
+        if not self.config.grounding:
+            return rstats, None
+        src_c, edt_c, centre = region_geometry(region_masks, region_image, sources, edits)
+        share = pool_regions(target_hue_maps(instructions, sources, edits), region_masks, region_image) if v3 else None
+        return rstats, grounding_features(instructions, src_c, edt_c, centre, region_image, v2, share)
 
     # -- inference (the interface contract) --------------------------------------------
     def pack_masks(self, masks: list[torch.Tensor], b: int, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
