@@ -3,14 +3,17 @@
 Trains only the region head of the `demo` preset (it reads the region's weight-free features:
 `SFRewardModel.region_features`, kind, area; the backbone does not reach it) on a demo dataset
 export, with the trainer's region losses and schedule, in a few seconds instead of a full
-training. With `--oracle` each region's features also carry the score the simulated annotators
-aim at (the ground truth of the region, blended by overlap where the proposed mask matches no
-true region: annotation.simulate._match): the head then has perfect perception and learns only
-from the noisy labels. The gap between the two runs is what better features could still win.
+training. With `--oracle all` each region's features also carry the scores the simulated
+annotators aim at (the ground truth of the region, blended by overlap where the proposed mask
+matches no true region: annotation.simulate._match): the head then has perfect perception and
+learns only from the noisy labels. The gap between the two runs is what better features could
+still win. `--oracle success` / `preserve` carry one of the two; `--oracle target` only whether
+the region is the instructed edit's (its IoU-matched true region, IoU >= 0.3: perfect grounding);
+`--oracle edit` that flag and, on the target, its aimed-at success (how well the edit was done).
 Prints one JSON line per training seed: localization AUROC and region SRCC against the labels
 and the ground truth (IoU matching as pipelines.demo.reward_check).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/probe_region_head.py <dataset dir> <ground_truth.jsonl> [--oracle] [--seeds 0,1,2]
+    PYTHONPATH=. .venv/bin/python benchmarks/probe_region_head.py <dataset dir> <ground_truth.jsonl> [--oracle MODE] [--seeds 0,1,2]
 """
 import argparse
 import json
@@ -33,7 +36,10 @@ from sfreward.train import losses
 from warehouse import masks as maskcodec
 
 
-def split_inputs(model: SFRewardModel, ds_dir: str, split: str, truth: dict, oracle: bool) -> dict:
+ORACLES = ("none", "all", "success", "preserve", "target", "edit")
+
+
+def split_inputs(model: SFRewardModel, ds_dir: str, split: str, truth: dict, oracle: str) -> dict:
     ds = RegionDataset(ds_dir, split, model.config.image_size)
     b = collate([ds[i] for i in range(len(ds))], ds)
     with torch.no_grad():
@@ -41,7 +47,7 @@ def split_inputs(model: SFRewardModel, ds_dir: str, split: str, truth: dict, ora
     kind = F.one_hot(b["region_kind"], len(KIND_IDS) + 1).float()
     area = b["masks"].flatten(1).float().mean(1, keepdim=True)
     x = [kind, area * 4.0, gf, rstats]
-    argmax_truth, aimed = [], []
+    argmax_truth, aimed, target = [], [], []
     for row in ds.rows:
         t = truth[row["sample_id"]]
         tm = [maskcodec.decode(g["mask"]) for g in t["regions"]]
@@ -49,11 +55,14 @@ def split_inputs(model: SFRewardModel, ds_dir: str, split: str, truth: dict, ora
             m = maskcodec.decode(g["mask"])
             iou = [(m & x_).sum() / max(1, (m | x_).sum()) for x_ in tm]
             tg = t["regions"][int(np.argmax(iou))]
+            target.append(float(max(iou) >= 0.3 and any(c["type"] == "edit" for c in tg["changes"])))
             argmax_truth.append([_f(tg.get("success")) if g["kind"] != "background" else float("nan"), _f(tg.get("preserve"))])
             mt = _match(m, t["regions"], tm)
             aimed.append([(mt.get("success") if mt.get("success") is not None else 25.0) / 25, mt["preserve"] / 25])
-    if oracle:
-        x.append(torch.tensor(aimed, dtype=torch.float32))
+    aimed_t, target_t = torch.tensor(aimed, dtype=torch.float32), torch.tensor(target)[:, None]
+    extra = {"none": [], "all": [aimed_t], "success": [aimed_t[:, :1]], "preserve": [aimed_t[:, 1:]],
+             "target": [target_t], "edit": [target_t, target_t * aimed_t[:, :1]]}[oracle]
+    x += extra
     return {"x": torch.cat(x, 1).float(), "b": b, "truth": np.array(argmax_truth, float)}
 
 
@@ -98,7 +107,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset")
     ap.add_argument("ground_truth")
-    ap.add_argument("--oracle", action="store_true", help="append the annotators' aimed-at score to the features")
+    ap.add_argument("--oracle", choices=ORACLES, default="none", help="append what the annotators aim at to the features")
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args()
     torch.set_num_threads(1)
