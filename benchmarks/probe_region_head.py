@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from annotation.simulate import _match
-from pipelines.demo import _f
+from pipelines.demo import _matched_truth
 from sfreward.data import RegionDataset, collate
 from sfreward.evaluate import region_metrics
 from sfreward.model import SFRewardConfig, SFRewardModel
@@ -56,7 +56,7 @@ def split_inputs(model: SFRewardModel, ds_dir: str, split: str, truth: dict, ora
             iou = [(m & x_).sum() / max(1, (m | x_).sum()) for x_ in tm]
             tg = t["regions"][int(np.argmax(iou))]
             target.append(float(max(iou) >= 0.3 and any(c["type"] == "edit" for c in tg["changes"])))
-            argmax_truth.append([_f(tg.get("success")) if g["kind"] != "background" else float("nan"), _f(tg.get("preserve"))])
+            argmax_truth.append(list(_matched_truth(g, t, tm)))
             mt = _match(m, t["regions"], tm)
             aimed.append([(mt.get("success") if mt.get("success") is not None else 25.0) / 25, mt["preserve"] / 25])
     aimed_t, target_t = torch.tensor(aimed, dtype=torch.float32), torch.tensor(target)[:, None]

@@ -96,18 +96,6 @@ def _colour_vec(word: str) -> torch.Tensor:
     return torch.tensor([0.0, 0.0, v])
 
 
-def rgb_to_vec(rgb: torch.Tensor) -> torch.Tensor:
-    """Mean colours [R, 3] in 0..1 -> [R, 3] chroma vectors (s cos h, s sin h, v) (HSV)."""
-    mx, mn = rgb.max(1).values, rgb.min(1).values
-    c = mx - mn
-    s = torch.where(mx > 1e-6, c / mx.clamp_min(1e-6), torch.zeros_like(mx))
-    r, g, b = rgb.unbind(1)
-    cs = c.clamp_min(1e-6)
-    h = torch.where(mx == r, ((g - b) / cs) % 6, torch.where(mx == g, (b - r) / cs + 2, (r - g) / cs + 4))
-    h = h * (math.pi / 3)
-    return torch.stack([s * torch.cos(h), s * torch.sin(h), mx], 1)
-
-
 def _hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hue (radians), saturation, value of RGB in 0..1 along dim 1: [N, 3, ...] -> 3 x [N, ...]."""
     mx, mn = x.max(1).values, x.min(1).values
@@ -119,15 +107,22 @@ def _hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return h * (math.pi / 3), s, mx
 
 
+def rgb_to_vec(rgb: torch.Tensor) -> torch.Tensor:
+    """Mean colours [R, 3] in 0..1 -> [R, 3] chroma vectors (s cos h, s sin h, v) (HSV)."""
+    h, s, v = _hsv(rgb)
+    return torch.stack([s * torch.cos(h), s * torch.sin(h), v], 1)
+
+
 def _hue_gap(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Absolute angle (radians, 0..pi) between hues h and target (broadcast)."""
     return (torch.remainder(h - target + math.pi, 2 * math.pi) - math.pi).abs()
 
 
-def target_hues(instructions: list[str]) -> torch.Tensor:
-    """The hue (radians) of each instruction's chromatic target colour, NaN without one: [B]."""
-    return torch.tensor([math.radians(HUES[t]) if (t := parse(x).target_colour) in HUES else float("nan")
-                         for x in instructions])
+def target_hues(parsed: list[Parsed]) -> torch.Tensor:
+    """The hue (radians) of each parsed instruction's chromatic target colour, NaN without
+    one: [B]."""
+    return torch.tensor([math.radians(HUES[p.target_colour]) if p.target_colour in HUES else float("nan")
+                         for p in parsed])
 
 
 def target_hue_maps(instructions: list[str], sources: torch.Tensor, edits: torch.Tensor) -> torch.Tensor:
@@ -136,7 +131,7 @@ def target_hue_maps(instructions: list[str], sources: torch.Tensor, edits: torch
     instructions without a chromatic target colour. sources, edits [B, 3, S, S] in 0..1 ->
     [B, 2, S, S]. Pooled over a region it is the share of the region now in the asked colour: a
     recolour done fully is ~1, a partial one less, a wrong colour or a missed edit ~0."""
-    th = target_hues(instructions).to(sources.device, sources.dtype)[:, None, None]     # [B, 1, 1]
+    th = target_hues([parse(x) for x in instructions]).to(sources.device, sources.dtype)[:, None, None]  # [B, 1, 1]
     out = []
     for x in (edits, sources):
         h, s, _ = _hsv(x)
@@ -183,8 +178,8 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     """
     dev, dt = src_mean.device, src_mean.dtype
     rows = []
-    for text in instructions:
-        p = parse(text)
+    parsed = [parse(text) for text in instructions]
+    for p in parsed:
         rows.append([p.place is not None, *(p.place or (0.5, 0.5)),
                      p.region_colour is not None, *(_colour_vec(p.region_colour).tolist() if p.region_colour else (0, 0, 0)),
                      p.target_colour is not None, *(_colour_vec(p.target_colour).tolist() if p.target_colour else (0, 0, 0)),
@@ -216,7 +211,7 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
         rel = match - best[region_image][:, None]
         out += [done.clamp(-2.0, 2.0), rel, (rel < 1e-6).to(dt)]
         if hue_share is not None:
-            th = target_hues(instructions).to(dev, dt)[region_image]
+            th = target_hues(parsed).to(dev, dt)[region_image]
             has_hue = (~torch.isnan(th)).to(dt)[:, None]
             th = torch.nan_to_num(th)
             reads = torch.stack([_reads_as(edt_mean.float(), th.float()), _reads_as(src_mean.float(), th.float())], 1).to(dt)

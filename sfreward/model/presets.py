@@ -11,8 +11,8 @@ preset name is recorded in the training config, hence in the registry lineage.
          instruction grounding features (sfreward.model.grounding) and dropout; its region
          head reads only the region's own features (`region_inputs="features"`, version 3:
          pixel, structure and damage statistics, grounding, edit completion per operation and
-         at the asked colour, kind, area), the patch
-         tokens feed the image head; carries the demo's training settings.
+         at the asked colour, kind, area), the patch tokens feed the image head; carries the
+         demo's training settings.
 - base:  SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; pass the local
          checkpoint folder as `model.backbone_path` (its own image size and patch win).
 - large: SigLIP so400m class (patch 14, 1152 wide, 27 layers) at 384 px (27 x 27 tokens).

@@ -51,17 +51,18 @@ def blur3x3(x: torch.Tensor) -> torch.Tensor:
     return s / (count(h)[:, None] * count(w)[None, :])
 
 
+def hf_energy(x: torch.Tensor) -> torch.Tensor:
+    """High-frequency energy |x - blur3x3(x)|, mean over channels: [B, C, H, W] -> [B, 1, H, W]."""
+    return (x - blur3x3(x)).abs().mean(1, keepdim=True)
+
+
 def pixel_stats(sources: torch.Tensor, edits: torch.Tensor, g: int) -> torch.Tensor:
     """Low-level change statistics per patch: mean |edited - source| and mean signed
     difference per channel (6), high-frequency energy |x - blur3x3(x)| of edited, source and
     their difference (3): blur lowers it, noise raises it. [B, 3, S, S] x2 -> [B, 9, g, g]."""
     diff = edits - sources
-    def hf(x):
-        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
-    he, hs = F.adaptive_avg_pool2d(hf(edits), g), F.adaptive_avg_pool2d(hf(sources), g)
+    he, hs = F.adaptive_avg_pool2d(hf_energy(edits), g), F.adaptive_avg_pool2d(hf_energy(sources), g)
     return torch.cat([F.adaptive_avg_pool2d(diff.abs(), g), F.adaptive_avg_pool2d(diff, g), he, hs, he - hs], 1)
-
-
 
 
 def pool_regions(maps: torch.Tensor, region_masks: torch.Tensor, region_image: torch.Tensor) -> torch.Tensor:
@@ -102,9 +103,7 @@ def region_pixel_stats(sources: torch.Tensor, edits: torch.Tensor, region_masks:
     if damage and not structure:
         raise ValueError("region_pixel_stats: damage=True needs structure=True (it extends the structure terms)")
     diff = edits - sources
-    def hf(x):
-        return (x - blur3x3(x)).abs().mean(1, keepdim=True)
-    he, hs = hf(edits), hf(sources)
+    he, hs = hf_energy(edits), hf_energy(sources)
     changed = (diff.abs().amax(1, keepdim=True) > 0.05).to(diff.dtype)
     maps = [diff.abs(), diff, changed, he, hs, he - hs, edits, sources]               # 16 channels
     if structure:
