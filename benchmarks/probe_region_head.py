@@ -13,7 +13,7 @@ the region is the instructed edit's (its IoU-matched true region, IoU >= 0.3: pe
 Prints one JSON line per training seed: localization AUROC and region SRCC against the labels
 and the ground truth (IoU matching as pipelines.demo.reward_check).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/probe_region_head.py <dataset dir> <ground_truth.jsonl> [--oracle MODE] [--seeds 0,1,2]
+    PYTHONPATH=. .venv/bin/python benchmarks/probe_region_head.py <dataset dir> <ground_truth.jsonl> [--oracle MODE] [--seeds 0,1,2] [--features-version N]
 """
 import argparse
 import json
@@ -109,10 +109,12 @@ def main() -> None:
     ap.add_argument("ground_truth")
     ap.add_argument("--oracle", choices=ORACLES, default="none", help="append what the annotators aim at to the features")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--features-version", type=int, default=None, help="instead of the demo preset's")
     args = ap.parse_args()
     torch.set_num_threads(1)
     preset = PRESETS["demo"]
-    model = SFRewardModel(SFRewardConfig(**preset.model)).eval()
+    over = {} if args.features_version is None else {"features_version": args.features_version}
+    model = SFRewardModel(SFRewardConfig(**{**preset.model, **over})).eval()
     truth = read_ground_truth(args.ground_truth)
     tr = split_inputs(model, args.dataset, "train", truth, args.oracle)
     te = split_inputs(model, args.dataset, "test", truth, args.oracle)
@@ -121,7 +123,8 @@ def main() -> None:
         with torch.no_grad():
             o = net(te["x"])
         pred = torch.stack([torch.sigmoid(o[:, 0]), torch.sigmoid(o[:, 2])], 1).numpy() * 25
-        res = {"dataset": args.dataset.rstrip("/").split("/")[-1], "oracle": args.oracle, "seed": seed}
+        res = {"dataset": args.dataset.rstrip("/").split("/")[-1], "oracle": args.oracle,
+               "features_version": model.config.features_version, "seed": seed}
         for name, target in (("labels", te["b"]["targets"].numpy()), ("truth", te["truth"])):
             m = region_metrics(pred[:, 0], pred[:, 1], target, te["b"]["region_sample"].numpy())
             res[name] = {"srcc": round(m["region_srcc_mean"], 3), "auroc": round(m["localization_auroc"], 3),

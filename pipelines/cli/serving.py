@@ -130,7 +130,8 @@ def proposer_config(args: argparse.Namespace, trained: dict | None):
         base, origin = dict(trained["config"]), "model card"
     base.update({k: v for k, v in _proposer_flags().values(args).items() if v})
     try:
-        cfg = ProposerConfig.from_dict(base)
+        # A model card's config proposes as it did in training, fields added since included.
+        cfg = ProposerConfig.from_record(base) if origin == "model card" else ProposerConfig.from_dict(base)
     except (ProposalError, TypeError) as e:
         raise CLIError(f"proposer settings ({origin}): {e}") from None
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).expanduser().is_file():

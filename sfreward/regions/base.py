@@ -54,6 +54,10 @@ class ProposerConfig:
         "help": "cap on non-background regions per set (edit regions first, then the largest context regions)"})
     fragment_gap_frac: float = 0.03        # change components closer than this x long side merge
     sliver_px: int = 2                     # a change component no deeper than this is a sliver
+    # Split a group's change components by which rollouts changed each part (changemap.
+    # split_by_rollouts): an edit and a neighbour damaged by only some rollouts are two regions.
+    rollout_split: bool = True
+    rollout_split_share: float = 0.05      # smallest part, as a share of its change component
     edit_min_cover: float = 0.3            # SAM edit mask must cover this much of its change
     # SAM.
     context_generator: str = "grid"        # 'grid' (low-res filtered point grid) | 'amg'
@@ -93,6 +97,8 @@ class ProposerConfig:
             raise ProposalError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.max_regions < 0:
             raise ProposalError(f"max_regions must be >= 0, got {self.max_regions}")
+        if not 0 <= self.rollout_split_share < 1:
+            raise ProposalError(f"rollout_split_share must be in [0, 1), got {self.rollout_split_share}")
 
     @property
     def proposer(self) -> str:
@@ -102,9 +108,14 @@ class ProposerConfig:
     def canonical(self) -> dict:
         """The fields that determine the output. The device does not (same weights, same
         result up to float noise); the checkpoint counts by file name, so moving the weights
-        to another directory keeps the hash (SAM release files carry a content suffix)."""
+        to another directory keeps the hash (SAM release files carry a content suffix). Fields
+        added later leave the hash while they hold the behaviour from before they existed, so
+        region sets and models recorded earlier keep their hashes."""
         d = asdict(self)
         d.pop("device")
+        if not d["rollout_split"]:  # added later; off, it and its setting change nothing
+            d.pop("rollout_split")
+            d.pop("rollout_split_share")
         if d["checkpoint"] is not None:
             d["checkpoint"] = Path(d["checkpoint"]).name
         return d
@@ -118,11 +129,18 @@ class ProposerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProposerConfig":
+        """Settings a user gives: unset fields take today's defaults."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ProposalError(f"unknown proposer config keys: {unknown}")
         return cls(**d)
+
+    @classmethod
+    def from_record(cls, d: dict) -> "ProposerConfig":
+        """A config recorded with a region set or a model: fields it lacks were added later and
+        take the behaviour from before they existed, so it proposes as it did when recorded."""
+        return cls.from_dict({"rollout_split": False, **d})
 
 
 @dataclass

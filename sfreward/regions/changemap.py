@@ -125,6 +125,51 @@ def merge_fragments(comps: list[np.ndarray], gap_px: int, sliver_px: int = 0) ->
     return sorted(out, key=lambda m: -int(m.sum()))
 
 
+def split_by_rollouts(component: np.ndarray, maps: list[np.ndarray], segments: np.ndarray | None,
+                      min_px: int, sliver_px: int = 0, min_share: float = 0.05) -> list[np.ndarray]:
+    """Split one change component (bool [H, W]) of a group's union into the parts that different
+    sets of rollouts changed. `maps`: the group's change maps, bool [H, W] each, in rollout order;
+    `segments`: image segments of the source, int [H, W] labels (None: pixel by pixel).
+
+    A segment's signature is the set of rollouts that changed most of its pixels inside the
+    component; a pixel takes its segment's. Voting per segment matters: a partial recolour or a
+    noise artifact passes the change threshold on scattered pixels only, and pixel signatures
+    would cut one object into pieces. A part is all pixels of the component with one signature
+    (connected or not, so the fragments of one change stay one part) holding at least
+    max(min_px, min_share x the component) pixels and deeper than `sliver_px`; the remaining
+    pixels join the nearest part. Why: an edit is made by most rollouts, a damaged neighbour or
+    background only by some, and the union alone merges them into one region when they touch.
+    Returns the parts (largest first), or [component] when it has one part or one rollout."""
+    if len(maps) < 2:
+        return [component]
+    ys, xs = np.nonzero(component)
+    changed = np.stack([m[ys, xs] for m in maps], axis=1)           # [pixels, rollouts]
+    if segments is not None:
+        seg = np.unique(segments[ys, xs], return_inverse=True)[1].reshape(-1)
+        votes = np.stack([np.bincount(seg, weights=changed[:, i]) for i in range(len(maps))], 1)
+        changed = (votes / np.bincount(seg)[:, None] > 0.5)[seg]
+    table, inverse, counts = np.unique(changed, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    need = max(min_px, min_share * len(ys))
+    parts = []
+    # A signature no rollout is in (gaps that fragment merging bridged) is never a part.
+    for v in np.flatnonzero((counts >= need) & table.any(axis=1)):
+        part = np.zeros(component.shape, dtype=bool)
+        part[ys[inverse == v], xs[inverse == v]] = True
+        if sliver_px <= 0 or ndi.distance_transform_edt(np.pad(part, 1)).max() > sliver_px:
+            parts.append(part)
+    if len(parts) < 2:
+        return [component]
+    label = np.zeros(component.shape, dtype=np.int32)
+    for k, part in enumerate(parts, 1):
+        label[part] = k
+    # Each remaining pixel goes to the part whose nearest pixel is closest.
+    _, (iy, ix) = ndi.distance_transform_edt(label == 0, return_indices=True)
+    nearest = label[iy, ix]
+    return sorted((component & (nearest == k) for k in range(1, len(parts) + 1)),
+                  key=lambda m: -int(m.sum()))
+
+
 def prompt_for(component: np.ndarray, pad_frac: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """SAM prompts for one change component: a box [4] (x1, y1, x2, y2, padded by pad_frac of
     its size, clipped to the image) and a positive point [2] (x, y) at the component's most

@@ -1,7 +1,9 @@
 """Edit-guided region proposals for one GRPO group (or one sample = a group of one).
 
 Pipeline: change maps of every rollout against the shared source -> union -> connected
-components -> edit candidates (SAM box+point prompts on the source AND on the edited images,
+components (fragments of one change merged) -> each split by which rollouts changed its parts,
+voted per source segment (an edit made by most rollouts and a neighbour damaged by some become
+two regions) -> edit candidates (SAM box+point prompts on the source AND on the edited images,
 or segments snapped to the change for the classical proposer) -> context candidates (SAM's
 automatic mask generator on the source, or image segments) -> post-processing (min area,
 mask-IoU NMS with edits first, cap) -> one background region = complement of the union.
@@ -25,7 +27,8 @@ from pycocotools import mask as coco_mask
 from sfreward.regions import classical
 from sfreward.regions import sam as samlib
 from sfreward.regions.base import Candidate, ProposalError, ProposerConfig, Region, bbox_of, check_image
-from sfreward.regions.changemap import change_map, components, match_size, merge_fragments, prompt_for, to_lab
+from sfreward.regions.changemap import (change_map, components, match_size, merge_fragments, prompt_for,
+                                        split_by_rollouts, to_lab)
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +129,22 @@ class Proposer:
         # Largest changes first; more than max_regions could never all be kept anyway, and a
         # global restyle can shatter into hundreds of components (memory: one mask each).
         comps = components(union, min_area=min_px)[:max(1, 8 * c.max_regions)]
-        comps = merge_fragments(comps, round(c.fragment_gap_frac * max(union.shape)),
-                                c.sliver_px)[:max(1, c.max_regions)]
+        comps = merge_fragments(comps, round(c.fragment_gap_frac * max(union.shape)), c.sliver_px)
+        # Image segments of the source: the classical proposer's regions, and the units the
+        # split by rollouts votes over (cheap: computed at classical_work_side).
+        split = c.rollout_split and len(edits) > 1
+        labels = classical.segment(source, c) if (c.model_type is None or split) else None
+        if split:
+            comps = sorted((part for comp in comps[:max(1, c.max_regions)]
+                            for part in split_by_rollouts(comp, maps, labels, min_px, c.sliver_px,
+                                                          c.rollout_split_share)),
+                           key=lambda m: -int(m.sum()))
+        comps = comps[:max(1, c.max_regions)]
         given = _provided_candidates(provided or [], source.shape[:2])
         if given:  # changes a provided mask already explains need no region of their own
             covered = np.logical_or.reduce([g.mask for g in given])
             comps = [m for m in comps if (m & covered).sum() < c.edit_min_cover * m.sum()]
         if c.model_type is None:
-            labels = classical.segment(source, c)
             cands = classical.edit_candidates(comps, labels)
             cands += classical.context_candidates(labels, limit=3 * max(1, c.max_regions))
         else:

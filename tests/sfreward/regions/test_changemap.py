@@ -100,3 +100,54 @@ def test_merge_fragments_joins_one_change_keeps_separate_targets_drops_slivers()
     assert np.array_equal(out[0], a | a2) and np.array_equal(out[1], far)
     # Without a gap nothing merges; without a sliver depth the line stays.
     assert len(merge_fragments([a, a2, far, sliver], gap_px=0, sliver_px=0)) == 4
+
+
+def test_split_by_rollouts_separates_what_different_rollouts_changed():
+    from sfreward.regions.changemap import split_by_rollouts
+
+    def box(y1, y2, x1, x2):
+        m = np.zeros((100, 100), bool)
+        m[y1:y2, x1:x2] = True
+        return m
+
+    target, seam = box(10, 50, 10, 40) | box(10, 50, 43, 60), box(10, 50, 40, 43)
+    neighbour = box(10, 50, 60, 90)                     # touches the target: one component
+    edge = box(10, 50, 60, 62)                          # one rollout's edit reached 2 px further
+    r0, r1, r2 = target | edge, target | neighbour, target.copy()   # only r1 damaged the neighbour
+    component = target | seam | neighbour
+    parts = split_by_rollouts(component, [r0, r1, r2], None, min_px=100)
+    assert len(parts) == 2
+    assert not (parts[0] & parts[1]).any() and np.array_equal(parts[0] | parts[1], component)
+    edit, damaged = parts if parts[0][20, 20] else parts[::-1]
+    # The target's two fragments (apart by an unchanged seam) stay one part, the seam with them;
+    # the 2 px edge is under min_px and joins whichever part is nearer, pixel by pixel.
+    assert (edit >= (target | seam)).all() and (damaged >= box(10, 50, 62, 90)).all()
+    # One rollout, or every part changed by the same rollouts: the component stays whole.
+    assert len(split_by_rollouts(component, [r1], None, min_px=100)) == 1
+    assert len(split_by_rollouts(component, [r1, r1], None, min_px=100)) == 1
+    # A part under the share, or at most a sliver deep, is not a part of its own.
+    assert len(split_by_rollouts(component, [r0, r1, r2], None, min_px=100, min_share=0.5)) == 1
+    assert len(split_by_rollouts(component, [r0, r1, r2], None, min_px=10, min_share=0)) == 3
+    assert len(split_by_rollouts(component, [r0, r1, r2], None, min_px=10, min_share=0, sliver_px=2)) == 2
+
+
+def test_split_by_rollouts_votes_per_segment():
+    # A partial edit passes the change threshold on scattered pixels of its object only. Pixel
+    # signatures cut the object into pieces; a vote per source segment keeps it whole.
+    from sfreward.regions.changemap import split_by_rollouts
+
+    target = np.zeros((100, 100), bool)
+    target[10:50, 10:50] = True
+    neighbour = np.zeros((100, 100), bool)
+    neighbour[10:50, 50:90] = True
+    segments = np.zeros((100, 100), int)
+    segments[target], segments[neighbour] = 1, 2
+    half = target & (np.add.outer(np.arange(100), np.arange(100)) // 4 % 2 == 0)  # 4 px stripes
+    full, partial, damaged = target, half, target | neighbour
+    maps = [full, partial, damaged]
+    component = target | neighbour
+    pixelwise = split_by_rollouts(component, maps, None, min_px=50)
+    assert len(pixelwise) == 3                       # the target in two interleaved pieces
+    voted = split_by_rollouts(component, maps, segments, min_px=50)
+    assert len(voted) == 2
+    assert any(np.array_equal(p, target) for p in voted) and any(np.array_equal(p, neighbour) for p in voted)

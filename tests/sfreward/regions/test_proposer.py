@@ -128,6 +128,42 @@ def test_group_union_covers_every_rollouts_edit():
     assert max(iou(r.mask, t1) for r in edits) > 0.7 and max(iou(r.mask, t2) for r in edits) > 0.7
 
 
+def test_group_splits_an_edit_from_a_neighbour_only_some_rollouts_damaged():
+    # A GRPO group: every rollout makes the edit (the rocket pasted into a box), one also
+    # damages the touching box beside it. The union is one component; the split by rollouts
+    # gives the edit and the damage a region each, so each can be rated (and rewarded) alone.
+    src = photo("astronaut", 160)
+    edit_box, damage_box = (20, 40, 80, 120), (80, 40, 140, 120)
+    clean, truth = paste_edit(src, photo("rocket", 160), edit_box)
+    damaged, neighbour = paste_edit(clean, photo("coffee", 160), damage_box)
+    for split in (True, False):
+        regions = propose_group(src, [clean, damaged, clean], ProposerConfig(rollout_split=split))
+        check_partition(regions, src.shape[:2])
+        edits = [r.mask for r in regions if r.kind == "edit"]
+        if split:
+            assert len(edits) == 2
+            assert max(iou(m, truth) for m in edits) >= 0.8
+            assert max(iou(m, neighbour) for m in edits) >= 0.8
+        else:  # the union alone: one region, half edit and half damage
+            assert len(edits) == 1 and iou(edits[0], truth | neighbour) >= 0.8
+    # One rollout has nothing to split by.
+    assert len([r for r in propose_sample(src, damaged, ProposerConfig()) if r.kind == "edit"]) == 1
+
+
+def test_recorded_configs_propose_as_when_recorded():
+    # Region sets and models recorded before `rollout_split` existed keep their config hash and
+    # their behaviour; new settings default to the split.
+    new = ProposerConfig()
+    old = ProposerConfig.from_record({k: v for k, v in dataclasses.asdict(new).items()
+                                      if k not in ("rollout_split", "rollout_split_share")})
+    assert new.rollout_split and not old.rollout_split
+    assert "rollout_split" not in old.canonical() and "rollout_split" in new.canonical()
+    assert old.config_hash() != new.config_hash()
+    assert ProposerConfig.from_record(dataclasses.asdict(new)).config_hash() == new.config_hash()
+    with pytest.raises(ProposalError, match="rollout_split_share"):
+        ProposerConfig(rollout_split_share=1.0)
+
+
 def test_bad_inputs(tiny_sam_config):
     src = photo("chelsea", 64)
     with pytest.raises(ProposalError, match="smaller than the 16 px"):
