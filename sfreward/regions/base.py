@@ -57,7 +57,7 @@ class ProposerConfig:
     # Split a group's change components by which rollouts changed each part (changemap.
     # split_by_rollouts): an edit and a neighbour damaged by only some rollouts are two regions.
     rollout_split: bool = True
-    rollout_split_share: float = 0.05      # smallest part, as a share of its change component
+    rollout_split_share: float = 0.1       # smallest part, as a share of its change component
     edit_min_cover: float = 0.3            # SAM edit mask must cover this much of its change
     # SAM.
     context_generator: str = "grid"        # 'grid' (low-res filtered point grid) | 'amg'

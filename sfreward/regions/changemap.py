@@ -126,7 +126,7 @@ def merge_fragments(comps: list[np.ndarray], gap_px: int, sliver_px: int = 0) ->
 
 
 def split_by_rollouts(component: np.ndarray, maps: list[np.ndarray], segments: np.ndarray | None,
-                      min_px: int, sliver_px: int = 0, min_share: float = 0.05) -> list[np.ndarray]:
+                      min_px: int, sliver_px: int = 0, min_share: float = 0.1) -> list[np.ndarray]:
     """Split one change component (bool [H, W]) of a group's union into the parts that different
     sets of rollouts changed. `maps`: the group's change maps, bool [H, W] each, in rollout order;
     `segments`: image segments of the source, int [H, W] labels (None: pixel by pixel).
