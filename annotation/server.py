@@ -12,6 +12,8 @@ are set in the environment (see `annotation.client.connection`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +240,26 @@ def up(paths: ServerPaths, port: int | None = None,
         paths.pid_file.unlink(missing_ok=True)
     creds = ensure_credentials(paths)
     paths.media_root.mkdir(parents=True, exist_ok=True)
+    with _start_lock():
+        return _start(paths, creds, db_env, port, timeout_s)
+
+
+@contextlib.contextmanager
+def _start_lock():
+    """Held from choosing the port until the server answers: two `up` at once on one machine
+    (two workspaces, two demos) would otherwise both find the default port free, and the
+    second label-studio would silently move to another port while /health of the first
+    answered for it: its clients then reach the first server and get "Invalid token"."""
+    fd = os.open(Path(tempfile.gettempdir()) / "sfr-labelstudio-start.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _start(paths: ServerPaths, creds: dict, db_env: dict[str, str], port: int | None,
+           timeout_s: float) -> dict:
     if port is None:
         port = DEFAULT_PORT if processes.port_is_free(DEFAULT_PORT) else free_port()
     elif not processes.port_is_free(port):

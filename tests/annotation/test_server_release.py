@@ -138,3 +138,67 @@ def test_an_unrelated_process_named_in_the_pid_file_is_left_alone(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# A stand-in for a slow label-studio start: it answers /health only after DELAY_S, and when its
+# port is already taken it moves to a free one without a word, as label-studio does.
+SLOW_START = r'''
+import http.server, socket, sys, time
+port = int(sys.argv[sys.argv.index("--port") + 1])
+time.sleep(float(DELAY_S))
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'{"status": "UP"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+try:
+    srv = http.server.HTTPServer(("127.0.0.1", port), Health)
+except OSError:
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Health)
+srv.serve_forever()
+'''
+
+
+def test_two_starts_at_once_get_two_ports(tmp_path, monkeypatch):
+    """Two workspaces started at the same moment (two demos on one machine) must not both take
+    the default port: the second server would move elsewhere while the first one's /health
+    answered for it, and its clients would reach the wrong server."""
+    import threading
+
+    exe = tmp_path / "bin" / "label-studio"
+    exe.parent.mkdir()
+    exe.write_text(SLOW_START.replace("DELAY_S", "1.5"))
+    monkeypatch.setattr(server, "_label_studio_exe", lambda: [sys.executable, str(exe)])
+    monkeypatch.setattr(server, "DEFAULT_PORT", server.free_port())
+    paths = [server.ServerPaths(tmp_path / f"ls{i}", tmp_path / f"media{i}") for i in range(2)]
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def start(i: int) -> None:
+        try:
+            results[i] = server.up(paths[i], timeout_s=60)
+        except BaseException as e:  # reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        ports = [json.loads(p.pid_file.read_text())["port"] for p in paths]
+        assert len(set(ports)) == 2 and server.DEFAULT_PORT in ports
+        assert {r["base_url"] for r in results.values()} == {f"http://127.0.0.1:{p}" for p in ports}
+        # Each workspace's server is its own process, listening where its pid file says.
+        for p, port in zip(paths, ports):
+            pid = json.loads(p.pid_file.read_text())["pid"]
+            assert processes.alive(pid) and not processes.port_is_free(port)
+    finally:
+        for p in paths:
+            server.stop(p)
