@@ -49,7 +49,9 @@ class DemoConfig:
     rollouts: int = field(default=4, metadata={"help": "edits per GRPO group"})
     image_size: int = field(default=128, metadata={"help": "image side, pixels"})
     seed: int = field(default=0, metadata={"help": "seed of the synthetic data"})
-    annotators_per_task: int = field(default=3, metadata={"help": "simulated annotators per task"})
+    # Every one of the 4 simulated annotators labels every task: the median of 4 localizes the
+    # bad region more often than that of 3 (benchmarks/results/demo_seeds.md).
+    annotators_per_task: int = field(default=4, metadata={"help": "simulated annotators per task"})
     project_key: str = "sfreward-demo"
     train_overrides: list[str] = field(default_factory=list, metadata={
         "help": "training config override, applied after the demo's own settings (the demo preset, "

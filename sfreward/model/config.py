@@ -72,6 +72,7 @@ class SFRewardConfig:
         (sfreward.model.grounding). 3: adds how much damage (a finer contrast ratio, blocking:
         sfreward.model.regionstats) and whether the asked change was made (completion per
         operation, share of the region at the asked hue, whether it reads as the asked colour).
+        4: version 3 with brighten / darken read on lightness (luma) instead of HSV value.
     """
 
     backbone: str = "siglip"
@@ -104,8 +105,8 @@ class SFRewardConfig:
             raise ValueError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {self.text_encoder!r}")
         if self.region_inputs not in REGION_INPUTS:
             raise ValueError(f"region_inputs must be one of {list(REGION_INPUTS)}, got {self.region_inputs!r}")
-        if self.features_version not in (1, 2, 3):
-            raise ValueError(f"features_version must be 1, 2 or 3, got {self.features_version!r}")
+        if self.features_version not in (1, 2, 3, 4):
+            raise ValueError(f"features_version must be 1, 2, 3 or 4, got {self.features_version!r}")
         if self.region_inputs == "features" and not self.grounding:
             raise ValueError("region_inputs='features' needs grounding=true (the grounding features are "
                              "the head's only view of the instruction)")

@@ -150,7 +150,7 @@ def _reads_as(rgb: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
 
 def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean: torch.Tensor,
                        centroid: torch.Tensor, region_image: torch.Tensor, completion: bool = False,
-                       hue_share: torch.Tensor | None = None) -> torch.Tensor:
+                       hue_share: torch.Tensor | None = None, lightness: bool = False) -> torch.Tensor:
     """Per-region grounding features [R, N_GROUNDING].
 
     src_mean, edt_mean: mean colour [R, 3] (0..1) of each region in the source / edited image;
@@ -175,6 +175,9 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     brighten, darken, remove the colour: each operation's "all the way" is its own scale), the
     share of the region at the asked hue in the edited image and its gain over the source, and
     whether the edited / source region's mean colour reads as the asked colour word.
+    lightness=True (features version 4) reads brighten / darken on the mean colour's luma
+    (Rec. 601) instead of its HSV value: brightening a saturated blue raises red and green, not
+    the maximum channel, so its value hardly moves while a person sees it much lighter.
     """
     dev, dt = src_mean.device, src_mean.dtype
     rows = []
@@ -195,13 +198,18 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     d_tc_e = (ve - tc).norm(dim=1, keepdim=True) * has_tc
     d_tc_s = (vs - tc).norm(dim=1, keepdim=True) * has_tc
     dv = (ve[:, 2:3] - vs[:, 2:3])
+    v_s = vs[:, 2:3]
+    if lightness:
+        luma = torch.tensor([0.299, 0.587, 0.114], dtype=dt, device=dev)
+        v_s = (src_mean.to(dt) * luma).sum(1, keepdim=True)
+        dv = (edt_mean.to(dt) * luma).sum(1, keepdim=True) - v_s
     ds = ve[:, :2].norm(dim=1, keepdim=True) - vs[:, :2].norm(dim=1, keepdim=True)
     asked = bri * dv - dar * dv - des * ds
     out = [has_place, d_place, has_rc, d_rc, has_tc, d_tc_e, d_tc_s, bri, dar, des, asked,
            (bri + dar + des).clamp(max=1) * asked.abs(), centroid]
     if completion:
         eps = 0.05   # keeps a region already at its limit (white, black, grey) finite
-        v_s, sat_s = vs[:, 2:3], vs[:, :2].norm(dim=1, keepdim=True)
+        sat_s = vs[:, :2].norm(dim=1, keepdim=True)
         by_op = torch.cat([has_tc * (d_tc_s - d_tc_e) / (d_tc_s + eps), bri * dv / (1 - v_s + eps),
                            -dar * dv / (v_s + eps), -des * ds / (sat_s + eps)], 1)
         done = by_op.sum(1, keepdim=True)

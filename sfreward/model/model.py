@@ -262,7 +262,8 @@ class SFRewardModel(nn.Module):
             return rstats, None
         src_c, edt_c, centre = region_geometry(region_masks, region_image, sources, edits)
         share = pool_regions(target_hue_maps(instructions, sources, edits), region_masks, region_image) if v3 else None
-        return rstats, grounding_features(instructions, src_c, edt_c, centre, region_image, v2, share)
+        return rstats, grounding_features(instructions, src_c, edt_c, centre, region_image, v2, share,
+                                          lightness=self.config.features_version >= 4)
 
     # -- inference (the interface contract) --------------------------------------------
     def pack_masks(self, masks: list[torch.Tensor], b: int, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

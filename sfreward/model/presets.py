@@ -9,9 +9,9 @@ preset name is recorded in the training config, hence in the registry lineage.
 - tiny:  random-init SigLIP-shaped encoder at 64 px, hashed text; the unit tests' model.
 - demo:  the CPU demo's model (`sfr demo`), random init at 128 px (patch 16), hashed text,
          instruction grounding features (sfreward.model.grounding) and dropout; its region
-         head reads only the region's own features (`region_inputs="features"`, version 3:
-         pixel, structure and damage statistics, grounding, edit completion per operation and
-         at the asked colour, kind, area), the patch tokens feed the image head; carries the
+         head reads only the region's own features (`region_inputs="features"`, version 4:
+         pixel, structure and damage statistics, grounding, edit completion per operation (tone
+         on lightness) and at the asked colour, kind, area), the patch tokens feed the image head; carries the
          demo's training settings.
 - base:  SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; pass the local
          checkpoint folder as `model.backbone_path` (its own image size and patch win).
@@ -50,18 +50,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # The demo's model and training (`sfr demo` trains with this preset). Without a language
     # model and with ~200 training samples, it reads the instruction through the weight-free
     # grounding features (model.grounding); the patch tokens and hashed text overfit that few
-    # samples, so the region head reads only the region's own features (region_inputs), version 3
-    # of them (structure and damage statistics, edit completion, image-relative match, the share
-    # at the asked colour). Its pixel statistics
+    # samples, so the region head reads only the region's own features (region_inputs), version 4
+    # of them (structure and damage statistics, edit completion with brighten / darken read on
+    # lightness, image-relative match, the share at the asked colour). Its pixel statistics
     # need the demo's full 128 px (damage such as noise halves at 64 px); patch 16 keeps the
     # encoder at 8 x 8 tokens, as cheap as 64 px at patch 8. Training at a high lr, bad regions
     # weighted x3 and the regions of each image ranked against each other (localization is about
     # them); see benchmarks/results/demo_seeds.md.
     Preset("demo", "the CPU demo model: random-init small encoder at 128 px (patch 16), hashed text, "
-                   "instruction grounding features, region head on region features (version 3)",
+                   "instruction grounding features, region head on region features (version 4)",
            model=dict(backbone="siglip", backbone_config=dict(DEMO_BACKBONE), image_size=128,
                       hidden=96, text_encoder="hash", pixel_diff=True, grounding=True, dropout=0.3,
-                      region_inputs="features", features_version=3),
+                      region_inputs="features", features_version=4),
            train=dict(max_steps=1000, batch_size=12, lr=5e-3, warmup_steps=20, rank_weight=0.5, bad_weight=3.0,
                       loc_rank_weight=1.0)),
     Preset("base", "SigLIP-base class (patch 16, 768 wide, 12 layers) at 384 px; "

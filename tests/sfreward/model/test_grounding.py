@@ -174,3 +174,38 @@ def test_version_3_features_tell_the_asked_colour_from_a_wrong_or_partial_one():
     assert float(share[3].abs().max()) == 0.0 and float(reads[3]) == 0.0
     with pytest.raises(ValueError, match="completion"):
         grounding_features(texts, s, e, c, idx, hue_share=share)
+
+
+def test_version_4_reads_brighten_and_darken_on_lightness():
+    """Brightening a saturated blue region the way editors do (towards white) raises red and
+    green, not the maximum channel, which is already at 1: its HSV value does not move, so
+    version 3 reads it as nothing done, and a brighten made for a darken as no harm. Version 4
+    reads lightness."""
+    from skimage import data
+
+    photo = torch.from_numpy(data.coffee()[::8, ::8][:48, 8:56].copy()).permute(2, 0, 1).float() / 255   # [3, 48, 48]
+    sky = torch.zeros(photo.shape[1:], dtype=torch.bool)
+    sky[:12, :] = True
+    # A saturated blue region at full value, painted on the photo (its texture kept in red and green).
+    src = photo.clone()
+    src[:2, sky] = photo[:2, sky] * 0.3
+    src[2, sky] = 1.0
+    bright = src.clone()
+    bright[:, sky] = src[:, sky] + (1 - src[:, sky]) * 0.5          # brightened half way to white
+    srcs, edts = torch.stack([src, src]), torch.stack([bright, bright])
+    masks, idx = sky[None].repeat(2, 1, 1).float(), torch.arange(2)
+    texts = ["Brighten the region at the top.", "Darken the region at the top."]
+    s, e, c = region_geometry(masks, idx, srcs, edts)
+    share = torch.zeros(2, 2)
+    v3 = grounding_features(texts, s, e, c, idx, completion=True, hue_share=share)
+    v4 = grounding_features(texts, s, e, c, idx, completion=True, hue_share=share, lightness=True)
+    assert v4.shape == v3.shape
+    done3, done4 = v3[:, N_GROUNDING], v4[:, N_GROUNDING]
+    assert abs(float(done3[0])) < 0.05 and 0.3 < float(done4[0]) <= 0.6   # half way to white
+    assert abs(float(done3[1])) < 0.05 and float(done4[1]) < -0.5          # the opposite of a darken
+    # Everything but the brighten / darken terms is the same.
+    same = [i for i in range(v3.shape[1]) if not torch.allclose(v3[:, i], v4[:, i])]
+    assert all(i in (10, 11, N_GROUNDING, N_GROUNDING + 3 + 1, N_GROUNDING + 3 + 2) for i in same), same
+    model = SFRewardModel(SFRewardConfig(features_version=4, grounding=True, region_inputs="features"))
+    _, gf = model.region_features(srcs, edts, texts, masks, idx)
+    assert torch.allclose(gf[:, N_GROUNDING], done4, atol=1e-5)
