@@ -197,12 +197,12 @@ def grounding_features(instructions: list[str], src_mean: torch.Tensor, edt_mean
     d_rc = (vs - rc).norm(dim=1, keepdim=True) * has_rc
     d_tc_e = (ve - tc).norm(dim=1, keepdim=True) * has_tc
     d_tc_s = (vs - tc).norm(dim=1, keepdim=True) * has_tc
-    dv = (ve[:, 2:3] - vs[:, 2:3])
-    v_s = vs[:, 2:3]
-    if lightness:
+    if lightness:  # tone (brighten / darken) on luma, else on HSV value
         luma = torch.tensor([0.299, 0.587, 0.114], dtype=dt, device=dev)
-        v_s = (src_mean.to(dt) * luma).sum(1, keepdim=True)
-        dv = (edt_mean.to(dt) * luma).sum(1, keepdim=True) - v_s
+        v_s, v_e = (src_mean.to(dt) * luma).sum(1, keepdim=True), (edt_mean.to(dt) * luma).sum(1, keepdim=True)
+    else:
+        v_s, v_e = vs[:, 2:3], ve[:, 2:3]
+    dv = v_e - v_s
     ds = ve[:, :2].norm(dim=1, keepdim=True) - vs[:, :2].norm(dim=1, keepdim=True)
     asked = bri * dv - dar * dv - des * ds
     out = [has_place, d_place, has_rc, d_rc, has_tc, d_tc_e, d_tc_s, bri, dar, des, asked,

@@ -155,7 +155,8 @@ def split_by_rollouts(component: np.ndarray, maps: list[np.ndarray], segments: n
     # A signature no rollout is in (gaps that fragment merging bridged) is never a part.
     for v in np.flatnonzero((counts >= need) & table.any(axis=1)):
         part = np.zeros(component.shape, dtype=bool)
-        part[ys[inverse == v], xs[inverse == v]] = True
+        sel = inverse == v
+        part[ys[sel], xs[sel]] = True
         if sliver_px <= 0 or ndi.distance_transform_edt(np.pad(part, 1)).max() > sliver_px:
             parts.append(part)
     if len(parts) < 2:
